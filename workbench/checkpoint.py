@@ -1,0 +1,126 @@
+"""Save and load models: our checkpoint directories, the models shipped in ``assets/models``, and HF GPT-2.
+
+Our directory format::
+
+    config.json        {"format": "gpt-workbench", "model": {GPTConfig fields}, ...metadata}
+    model.safetensors  weights (the tied output matrix stored once, as transformer.wte.weight)
+    tokenizer.json     the tokenizer (see workbench.tokenizers)
+
+Files are written to a temporary name and renamed, so an interrupted save never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from workbench.hf import HFLoadError, from_hf, load_hf_model
+from workbench.model import GPT, GPTConfig, resolve_device
+from workbench.tokenizers import GPT2Tokenizer, Tokenizer, load_tokenizer
+
+FORMAT = "gpt-workbench"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+TIED_KEY = "lm_head.weight"  # shares storage with transformer.wte.weight; safetensors refuses shared tensors
+
+
+def shipped_models() -> list[str]:
+    """Names of the models in ``assets/models`` that ``load_model(name)`` finds."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    model: GPT, tokenizer: Tokenizer | None, directory: str | Path, **metadata: Any
+) -> Path:
+    """Write ``model`` (and ``tokenizer``) as one of our checkpoint directories; extra ``metadata`` goes in config.json."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": FORMAT})
+        os.replace(tmp, directory / "model.safetensors")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    config = {"format": FORMAT, "model": asdict(model.config), **metadata}
+    atomic_write_bytes(directory / "config.json", json.dumps(config, indent=2).encode())
+    return directory
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "auto") -> tuple[GPT, Tokenizer | None]:
+    """Load one of our checkpoint directories: ``(model in eval mode, tokenizer or None)``."""
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    model = GPT(GPTConfig(**config["model"]))
+    state = load_file(directory / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {TIED_KEY}:
+        raise ValueError(f"{directory}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    has_tokenizer = any((directory / f).exists() for f in ("tokenizer.json", "vocab.json"))
+    tokenizer = load_tokenizer(directory) if has_tokenizer else None
+    return model.to(resolve_device(device)).eval(), tokenizer
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "auto") -> tuple[GPT, Tokenizer | None]:
+    """Load a model and its tokenizer, in eval mode, from any source we know.
+
+    ``name_or_path`` may be a shipped model's name (``"shakespeare"``), one of our checkpoint directories, a
+    directory written by ``transformers``' ``save_pretrained`` (GPT-2 only), or a hub id such as ``"gpt2"`` (needs
+    internet or a local HF cache).
+    """
+    text = str(name_or_path)
+    if text in shipped_models():
+        return load_checkpoint(SHIPPED_DIR / text, device)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a model directory")
+        config = json.loads(config_file.read_text())
+        if config.get("format") == FORMAT:
+            return load_checkpoint(path, device)
+        model = from_hf(load_hf_model(path))
+        return model.to(resolve_device(device)).eval(), _hf_tokenizer(path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        shipped = ", ".join(shipped_models()) or "none yet"
+        raise FileNotFoundError(f"no model directory at {text!r} (shipped models: {shipped})")
+    try:
+        hf_model = load_hf_model(text)
+    except HFLoadError as err:
+        shipped = ", ".join(shipped_models()) or "none yet"
+        raise HFLoadError(f"{err}\n(shipped models that work offline: {shipped})") from err
+    return from_hf(hf_model).to(resolve_device(device)).eval(), _hf_tokenizer(text)
+
+
+def _hf_tokenizer(source: str | Path) -> Tokenizer | None:
+    """The GPT-2 tokenizer saved beside an HF model, or None when the directory has no tokenizer files."""
+    path = Path(source)
+    if path.is_dir() and not any((path / f).exists() for f in ("tokenizer.json", "vocab.json")):
+        return None
+    return GPT2Tokenizer.from_pretrained(source)

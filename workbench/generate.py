@@ -30,6 +30,7 @@ import torch
 
 from workbench.model import GPT
 from workbench.tokenizers import Tokenizer
+from workbench.trace import Trace
 
 DEFAULT_MAX_NEW_TOKENS_CAP = 4096
 N_CANDIDATES = 10  # candidates kept per pipeline stage and in Step.top
@@ -307,18 +308,24 @@ class _Decoder:
         with self.autocast:
             if not self.capture:
                 return self.model(idx, kv_cache=self.cache, ablate=self.ablate, last_only=True)[0, -1], None, None
-            logits, trace = self.model.run_with_trace(idx, kv_cache=self.cache, ablate=self.ablate)
+            capture: dict = {}
+            self.model(idx, kv_cache=self.cache, ablate=self.ablate, capture=capture, unembed=False)
+            trace = Trace.from_capture(capture)
             if self.prefill_attention is None:
                 self.prefill_attention = trace.attention[:, 0].float()  # (L, H, P, P)
             attention = trace.attention[:, 0, :, -1].float()  # (L, H, T)
-            # Logit lens of the last position: 2L residual reads, unembedded in one matmul.
+            # Logit lens of the last position: 2L residual reads unembedded in one matmul, which reads the large
+            # unembedding matrix once. The last read (after the last MLP) is the model's own output, so its
+            # logits are the next-token logits: no separate unembedding for them.
             reads = torch.cat([trace.resid_mid[:, 0, -1], trace.resid_post[:, 0, -1]])  # (2L, C)
-            lens_probs = torch.softmax(self.model.lm_head(self.model.transformer.ln_f(reads)).float(), dim=-1)
+            lens_logits = self.model.lm_head(self.model.transformer.ln_f(reads)).float()  # (2L, vocab)
+            logits = lens_logits[-1]
+            lens_probs = torch.softmax(lens_logits, dim=-1)
         top = lens_probs.topk(min(N_LENS, lens_probs.shape[-1]), dim=-1)
         ids, probs = top.indices.tolist(), top.values.tolist()
         rows = [[Candidate(i, s, p) for i, s, p in zip(r, _display(self.tok, r), pr)] for r, pr in zip(ids, probs)]
         n_layer = self.model.config.n_layer
-        return logits[0, -1], attention, LensRow(after_attn=rows[:n_layer], after_mlp=rows[n_layer:])
+        return logits, attention, LensRow(after_attn=rows[:n_layer], after_mlp=rows[n_layer:])
 
     def _pick(self, logits: torch.Tensor) -> tuple[int, float, float, list[Candidate], list[Stage]]:
         """Run the sampling pipeline and keep each stage's top candidates for display."""

@@ -66,6 +66,39 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` with a faster path for CPU inference.
+
+    Decoding one token multiplies a single row by every weight matrix, so its speed is set by how fast the weights
+    stream from memory. The default CPU kernel for that (GEMV) reaches about half the machine's read bandwidth;
+    oneDNN with a weight repacked into its blocked layout reaches nearly all of it (see benchmarks/generate.py).
+    When gradients are off and the input is fp32 on the CPU, we multiply with a packed copy, made on first use and
+    remade whenever the weight changes (tracked by its version counter). Training and autograd use ``nn.Linear``.
+    The packed copy costs the memory of the weight once more.
+    """
+
+    packed_cpu_inference = torch.backends.mkldnn.is_available()  # class-wide switch; set False to compare
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rows_hint: int = 1) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.rows_hint = rows_hint  # typical number of input rows; oneDNN picks its packing for it
+        self._packed: tuple[tuple[int, int], torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            Linear.packed_cpu_inference
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+        ):
+            key = (self.weight.data_ptr(), self.weight._version)
+            if self._packed is None or self._packed[0] != key:
+                self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), self.rows_hint))
+            return torch.ops.mkldnn._linear_pointwise(x, self._packed[1], self.bias, "none", [], "")
+        return super().forward(x)
+
+
 class KVCache:
     """Keys and values of every layer for the positions seen so far, preallocated to the full context.
 
@@ -77,8 +110,10 @@ class KVCache:
 
     def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_size)
-        self._k = torch.zeros(shape, device=device, dtype=dtype)
-        self._v = torch.zeros(shape, device=device, dtype=dtype)
+        # empty, not zeros: only positions already written are ever read, and zeroing 2 x L x block_size rows
+        # costs more than a decoding step
+        self._k = torch.empty(shape, device=device, dtype=dtype)
+        self._v = torch.empty(shape, device=device, dtype=dtype)
         self.batch_size = batch_size
         self.capacity = config.block_size
         self.length = 0  # positions already stored; the next token gets position `length`
@@ -109,8 +144,8 @@ class Attention(nn.Module):
         self.n_head = config.n_head
         self.head_size = config.head_size
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         # True where a query may look at a key. Non-persistent: it is derived, so it stays out of checkpoints.
@@ -173,9 +208,9 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.act = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,7 +262,8 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # rows_hint: traced decoding unembeds 2 * n_layer residual reads at once for the logit lens.
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False, rows_hint=2 * config.n_layer)
         # Tied embeddings: reading a token in and writing it out use one matrix (GPT-2 does; saves vocab x n_embd).
         self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
@@ -271,6 +307,7 @@ class GPT(nn.Module):
         capture: dict[str, list[torch.Tensor] | torch.Tensor] | None = None,
         ablate: Iterable[tuple[int, int]] = (),
         last_only: bool = False,
+        unembed: bool = True,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Run the model.
 
@@ -284,6 +321,8 @@ class GPT(nn.Module):
                 and the tensor ``ln_final``. Capturing switches attention to its explicit path.
             ablate: ``(layer, head)`` pairs whose attention output is zeroed before the output projection.
             last_only: compute logits for the last position only (what generation needs), shape ``(B, 1, vocab)``.
+            unembed: False returns the final LayerNorm's output ``(B, T, C)`` instead of logits, for callers that
+                unembed it together with other rows (the logit lens).
         """
         B, T = idx.shape
         past = kv_cache.length if kv_cache is not None else 0
@@ -314,7 +353,8 @@ class GPT(nn.Module):
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
             return logits, loss
-        return self.lm_head(x[:, -1:] if last_only else x)
+        x = x[:, -1:] if last_only else x
+        return self.lm_head(x) if unembed else x
 
     def _ablation_by_layer(self, ablate: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
         by_layer: dict[int, list[int]] = {}

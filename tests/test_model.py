@@ -247,3 +247,35 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_packed_cpu_inference_path_equals_nn_linear_and_follows_weight_updates():
+    from workbench.model import Linear
+
+    if not Linear.packed_cpu_inference:
+        pytest.fail("oneDNN is not available in this torch build: the fast CPU path would be untested")
+    layer = Linear(16, 24)
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        packed = layer(x)
+        assert layer._packed is not None  # the packed path was taken
+        plain = F.linear(x, layer.weight, layer.bias)
+        torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
+        layer.weight.mul_(2.0)  # an in-place update (what an optimizer does) must invalidate the packed copy
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+    # With gradients on, the ordinary nn.Linear runs, so autograd works.
+    out = layer(x)
+    assert out.requires_grad
+
+
+def test_packed_path_can_be_switched_off(monkeypatch):
+    from workbench.model import Linear
+
+    model = make(SHAPES[0])
+    idx = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        fast = model(idx)
+        monkeypatch.setattr(Linear, "packed_cpu_inference", False)
+        torch.testing.assert_close(model(idx), fast, atol=1e-5, rtol=1e-5)

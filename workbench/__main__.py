@@ -1,6 +1,7 @@
 """Command line: ``python -m workbench <command> --help``.
 
-Commands: ``generate`` (sample text from any model we can load). More arrive with training and the app.
+Commands: ``generate`` (sample text from any model we can load), ``train`` (train a model, alone or under
+``torchrun``), ``export`` (write a model as a Hugging Face GPT-2 directory).
 """
 
 from __future__ import annotations
@@ -68,10 +69,91 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from dataclasses import fields
+
+    from workbench.train import PRESETS, TrainConfig
+
+    p = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train a GPT on Shakespeare. Start from a preset and override any field. Data parallel with "
+        "`torchrun --nproc_per_node N -m workbench train ...` (gloo on CPU, nccl on GPU; only rank 0 writes).",
+    )
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                   help="starting configuration: default = the shipped Shakespeare model, tiny-char = a character "
+                   "model for lessons (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="when training ends, write the final model with a model card (README.md) to DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f.metadata["help"] + " (preset value if not given)")
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            p.add_argument(flag, dest=f.name, type=kind, default=None,
+                           help=f.metadata["help"] + " (preset value if not given)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+    from dataclasses import fields
+
+    from workbench.train import TrainConfig, TrainingDiverged, preset, train, write_model_card
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    cfg = preset(args.preset, **overrides)
+    started = time.time()
+    try:
+        result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; saved {result.checkpoint}. Continue with --resume.", file=sys.stderr)
+        return 130
+    print(f"done: step {result.step}, train loss {result.train_loss:.4f}, val loss {result.val_loss}, "
+          f"checkpoint {result.checkpoint}")
+    if args.export and result.checkpoint is not None:
+        command = "python -m workbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        card = write_model_card(cfg, result.checkpoint, args.export, command=command, wall_seconds=time.time() - started)
+        print(f"exported to {args.export} (model card: {card})")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model as a Hugging Face GPT-2 directory",
+        description="Write a model as an HF GPT-2 directory (config.json, model.safetensors, tokenizer files) that "
+        "transformers' GPT2LMHeadModel.from_pretrained loads with the same logits.",
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="shipped model name, our checkpoint or run directory, or an HF directory (default: %(default)s)")
+    p.add_argument("--to-hf", metavar="DIR", required=True, help="directory to write (created if missing)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from workbench.checkpoint import export_hf, load_model
+
+    model, tok = load_model(args.model, device="cpu")
+    export_hf(model, tok, args.to_hf)
+    print(f"wrote {args.to_hf}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="GPT Workbench command line.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_generate(sub)
+    _add_train(sub)
+    _add_export(sub)
     return parser
 
 

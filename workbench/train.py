@@ -262,19 +262,28 @@ def evaluate(model: GPT, data: torch.Tensor, cfg: TrainConfig, device: torch.dev
     return sum(losses) / len(losses)
 
 
-def heldout_loss(model: GPT, ids: torch.Tensor, n_chars: int, block_size: int, device: torch.device | str = "cpu") -> tuple[float, float]:
-    """Loss over the whole held-out text in consecutive windows: ``(nats per token, nats per character)``."""
+def heldout_loss(
+    model: GPT, ids: torch.Tensor, n_chars: int, block_size: int, device: torch.device | str = "cpu", batch_size: int = 16
+) -> tuple[float, float]:
+    """Loss over the whole held-out text, every token scored once, in consecutive windows of ``block_size``:
+    ``(nats per token, nats per character)``. Per character is what compares across tokenizers."""
     model.eval()
+    n_windows = (len(ids) - 1) // block_size
+    full = ids[: n_windows * block_size + 1]
+    x_all = full[:-1].view(n_windows, block_size)
+    y_all = full[1:].view(n_windows, block_size)
     total, count = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(ids) - 1, block_size):
-            chunk = ids[start : start + block_size + 1].to(device)
-            if len(chunk) < 2:
-                break
-            logits = model(chunk[None, :-1])
-            loss = torch.nn.functional.cross_entropy(logits[0].float(), chunk[1:], reduction="sum")
-            total += loss.item()
-            count += len(chunk) - 1
+        for i in range(0, n_windows, batch_size):
+            x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
+            logits = model(x)
+            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+            count += y.numel()
+        tail = ids[n_windows * block_size :].to(device)  # the last, shorter window
+        if len(tail) > 1:
+            logits = model(tail[None, :-1])
+            total += torch.nn.functional.cross_entropy(logits[0].float(), tail[1:], reduction="sum").item()
+            count += len(tail) - 1
     return total / count, total / n_chars
 
 

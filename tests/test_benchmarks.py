@@ -17,3 +17,12 @@ def test_generate_benchmark_runs_on_a_tiny_model():
     for row in ("prefill ours", "(a) ours, no capture", "(b) ours, full capture", "(c) HF generate",
                 "(d) HF generate + attentions", "bandwidth floor"):
         assert row in out.stdout
+
+
+def test_train_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--steps", "1", "--only", "tiny (lessons)"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| tiny (lessons)" in out.stdout and "x |" in out.stdout

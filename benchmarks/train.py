@@ -1,0 +1,92 @@
+"""Training throughput: our training step against ``transformers.GPT2LMHeadModel`` with the same config, optimizer
+(AdamW, decay on matrices) and batches, side by side in one process on the CPU.
+
+For each config, both models start from the same weights and alternate one optimizer step each (forward, backward,
+gradient clipping, AdamW); the median step time after a warm-up gives tokens/s.
+
+Usage: ``python benchmarks/train.py`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from workbench import GPT
+from workbench.train import TrainConfig, make_optimizer
+
+CONFIGS = {
+    # name: (layers, heads, width, context, batch, dropout)
+    "tiny (lessons)": (4, 4, 128, 64, 12, 0.0),
+    "default (shipped model)": (6, 8, 256, 256, 16, 0.1),
+}
+VOCAB = {"tiny (lessons)": 96, "default (shipped model)": 4096}
+
+
+def step_fn(model, optimizer, x, y, hf: bool):
+    def step() -> None:
+        if hf:
+            loss = model(input_ids=x, labels=y).loss
+        else:
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model and config (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--only", choices=sorted(CONFIGS), default=None, help="run one config only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    print(f"| config | ours tok/s | HF tok/s | ours / HF |\n|---|---:|---:|---:|")
+    for name, (layers, heads, width, ctx, batch, dropout) in CONFIGS.items():
+        if args.only and name != args.only:
+            continue
+        torch.manual_seed(0)
+        hf_config = GPT2Config(vocab_size=VOCAB[name], n_positions=ctx, n_embd=width, n_layer=layers, n_head=heads,
+                               resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, bos_token_id=0,
+                               eos_token_id=0)
+        hf = GPT2LMHeadModel(hf_config).train()
+        ours = GPT.from_hf(hf).train()
+        for module in ours.modules():  # from_hf loads for inference (dropout 0); train with the same dropout
+            if isinstance(module, torch.nn.Dropout):
+                module.p = dropout
+        for block in ours.transformer.h:
+            block.attn.dropout = dropout
+        opt_cfg = TrainConfig(lr=1e-3)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, VOCAB[name], (batch, ctx), generator=g)
+        y = torch.randint(0, VOCAB[name], (batch, ctx), generator=g)
+        steps = {
+            "ours": step_fn(ours, make_optimizer(ours, opt_cfg), x, y, hf=False),
+            "hf": step_fn(hf, make_optimizer(hf, opt_cfg), x, y, hf=True),
+        }
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for fn in steps.values():  # warm-up
+            fn()
+            fn()
+        for _ in range(args.steps):
+            for k, fn in steps.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        tok = batch * ctx
+        ours_tps = tok / statistics.median(times["ours"])
+        hf_tps = tok / statistics.median(times["hf"])
+        print(f"| {name}: {layers}x{heads}x{width}, ctx {ctx}, batch {batch} | {ours_tps:,.0f} | {hf_tps:,.0f} | "
+              f"{ours_tps / hf_tps:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

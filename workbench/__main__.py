@@ -1,7 +1,7 @@
 """Command line: ``python -m workbench <command> --help``.
 
-Commands: ``generate`` (sample text from any model we can load), ``train`` (train a model, alone or under
-``torchrun``), ``export`` (write a model as a Hugging Face GPT-2 directory).
+Commands: ``app`` (serve the live app), ``generate`` (sample text from any model we can load), ``train`` (train a
+model, alone or under ``torchrun``), ``export`` (write a model as a Hugging Face GPT-2 directory).
 """
 
 from __future__ import annotations
@@ -14,6 +14,51 @@ from typing import Sequence
 from workbench.checkpoint import shipped_models
 
 DEFAULT_MODEL = "shakespeare"
+
+
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    from workbench.generate import DEFAULT_MAX_NEW_TOKENS_CAP
+
+    p = sub.add_parser(
+        "app",
+        help="serve the live app (generation you can look inside)",
+        description="Serve the Gradio app: streaming generation with attention, logit, logit-lens and head-ablation "
+        "views. Prints the URL to open.",
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="shipped model name, one of our checkpoint or run directories, an HF GPT-2 directory, or a "
+                   "hub id like 'gpt2' (needs internet) (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto = CUDA when present (default: %(default)s)")
+    p.add_argument("--host", default=None,
+                   help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; "
+                   "0.0.0.0 = every interface)")
+    p.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
+    p.add_argument("--share", action="store_true",
+                   help="also open a public gradio.live link (off unless given: it sends traffic through "
+                   "gradio's servers)")
+    p.add_argument("--max-new-tokens-cap", type=int, default=512,
+                   help="most tokens one request may ask for "
+                   f"(default: %(default)s; at most {DEFAULT_MAX_NEW_TOKENS_CAP})")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="generations run at the same time; more requests wait in the queue (default: %(default)s)")
+    p.set_defaults(func=_run_app)
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    from workbench.generate import DEFAULT_MAX_NEW_TOKENS_CAP
+
+    if not 1 <= args.max_new_tokens_cap <= DEFAULT_MAX_NEW_TOKENS_CAP:
+        raise ValueError(
+            f"--max-new-tokens-cap must be in [1, {DEFAULT_MAX_NEW_TOKENS_CAP}], got {args.max_new_tokens_cap}"
+        )
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")
+    from workbench.app import launch  # imports gradio: only for this command
+
+    launch(args.model, device=args.device, host=args.host, port=args.port, share=args.share,
+           max_new_tokens_cap=args.max_new_tokens_cap, concurrency=args.concurrency)
+    return 0
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +199,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description="GPT Workbench command line.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_app(sub)
     _add_generate(sub)
     _add_train(sub)
     _add_export(sub)

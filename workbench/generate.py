@@ -149,6 +149,9 @@ class Step:
     window_start: int
     seconds: float  # wall time of this step: model forward(s) + sampling + capture
     notes: tuple[str, ...] = ()
+    # On the first step only (with capture): the prompt's own attention (L, H, P, P), so a view can draw the
+    # whole history without running the prompt through the model again.
+    prompt_attention: torch.Tensor | None = None
 
 
 @dataclass
@@ -336,39 +339,42 @@ class _Decoder:
         raw, final = dists[0][1], dists[-1][1]
         return token, float(raw[token]), float(final[token]), stages[0].candidates, stages
 
+    # A decorator, not a `with` block inside: torch re-enters inference mode around every resumption of the
+    # generator, so steps stay gradient-free when a server resumes the generator on another thread.
+    @torch.inference_mode()
     def steps(self) -> Iterator[Step]:
         """Yield one :class:`Step` per new token until ``max_new_tokens`` or a stop string."""
         cfg = self.cfg
         self.stop_reason = "max_new_tokens"
         notes = list(self.notes)
-        with torch.inference_mode():
+        start = time.perf_counter()
+        logits, attention, lens = self._forward(self.ids)
+        for index in range(cfg.max_new_tokens):
+            token, prob, sampled_prob, top, stages = self._pick(logits)
+            self.ids.append(token)
+            yield Step(
+                index=index,
+                token_id=token,
+                token_str=_display(self.tok, [token])[0],
+                prob=prob,
+                sampled_prob=sampled_prob,
+                top=top,
+                stages=stages,
+                attention=attention,
+                lens=lens,
+                window_start=self.window_start,
+                seconds=time.perf_counter() - start,
+                notes=tuple(notes),
+                prompt_attention=self.prefill_attention if index == 0 else None,
+            )
+            notes = []
+            if self._hit_stop():
+                self.stop_reason = "stop"
+                return
+            if index == cfg.max_new_tokens - 1:
+                return
             start = time.perf_counter()
-            logits, attention, lens = self._forward(self.ids)
-            for index in range(cfg.max_new_tokens):
-                token, prob, sampled_prob, top, stages = self._pick(logits)
-                self.ids.append(token)
-                yield Step(
-                    index=index,
-                    token_id=token,
-                    token_str=_display(self.tok, [token])[0],
-                    prob=prob,
-                    sampled_prob=sampled_prob,
-                    top=top,
-                    stages=stages,
-                    attention=attention,
-                    lens=lens,
-                    window_start=self.window_start,
-                    seconds=time.perf_counter() - start,
-                    notes=tuple(notes),
-                )
-                notes = []
-                if self._hit_stop():
-                    self.stop_reason = "stop"
-                    return
-                if index == cfg.max_new_tokens - 1:
-                    return
-                start = time.perf_counter()
-                logits, attention, lens = self._advance(token, notes)
+            logits, attention, lens = self._advance(token, notes)
 
     def _advance(self, token: int, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, LensRow | None]:
         """Feed the token just picked; slide the window first when the cache is full."""

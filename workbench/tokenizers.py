@@ -258,7 +258,16 @@ class GPT2Tokenizer(_ByteLevelBPE):
             raise FileNotFoundError(f"tokenizer directory not found: {name_or_path}")
         from transformers import GPT2Tokenizer as HFGPT2Tokenizer  # lazy: transformers is slow to import
 
-        return cls(HFGPT2Tokenizer.from_pretrained(str(name_or_path)))
+        try:
+            hf = HFGPT2Tokenizer.from_pretrained(str(name_or_path))
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(f"could not load a GPT-2 tokenizer from {str(name_or_path)!r}: {err}") from err
+        # Offline, transformers may hand back an empty tokenizer for a hub id instead of failing.
+        if len(hf) <= 1:
+            raise FileNotFoundError(
+                f"could not load a GPT-2 tokenizer from {str(name_or_path)!r} (offline, or not a tokenizer directory)"
+            )
+        return cls(hf)
 
     def save(self, directory: str | Path) -> None:
         """Write the HF files (``save_pretrained``)."""

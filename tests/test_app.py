@@ -1,0 +1,290 @@
+"""The app through its public API: a gradio_client against the launched server.
+
+Most tests run a tiny character model (fast, and a character tokenizer can refuse characters); one runs the
+shipped model. The app is launched once per module on a free port.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save_checkpoint
+from workbench import app as app_module
+from workbench import viz
+from workbench.__main__ import main
+from workbench.app import attention_window, build_app, parse_heads, render_views, serve, start_run
+from workbench.generate import stream
+from workbench.tokenizers import CharTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = "ROMEO: But soft, what light through yonder window breaks?\nFirst Citizen: To be, or not to be.\n"
+CAP = 4096
+SETTINGS = dict(temperature=0.9, top_k=20, top_p=0.95)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    return model, tok
+
+
+def launch(model, tok, *, concurrency: int = 4, name: str = "tiny"):
+    demo = build_app(model, tok, model_name=name, max_new_tokens_cap=CAP, concurrency=concurrency)
+    _, url, _ = serve(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    demo, url = launch(*tiny)
+    yield url
+    demo.close()
+
+
+def reference(model, tok, prompt: str, n: int, seed: int) -> str:
+    return generate(model, tok, prompt, SamplingConfig(max_new_tokens=n, seed=seed, **SETTINGS), capture=False).text
+
+
+def call(client: Client, prompt: str, n: int, seed: int | None) -> str:
+    args = (prompt, n, SETTINGS["temperature"], SETTINGS["top_k"], SETTINGS["top_p"], seed)
+    return client.predict(*args, api_name="/generate")[0]
+
+
+def test_generate_streams_and_matches_workbench_generate(server, tiny, monkeypatch):
+    model, tok = tiny
+
+    def slow_stream(*args, **kwargs):  # a tiny model is too fast to stream: make each step take 10 ms
+        for step in stream(*args, **kwargs):
+            time.sleep(0.01)
+            yield step
+
+    monkeypatch.setattr(app_module, "stream", slow_stream)
+    client = Client(server, verbose=False)
+    job = client.submit("ROMEO:", 40, SETTINGS["temperature"], SETTINGS["top_k"], SETTINGS["top_p"], 7,
+                        api_name="/generate")
+    texts = [out[0] for out in job]
+    final = job.outputs()[-1][0]
+    assert final == reference(model, tok, "ROMEO:", 40, seed=7)
+    assert texts[0] == reference(model, tok, "ROMEO:", 1, seed=7)  # the first token is sent on its own, at once
+    partial = [t for t in texts if t != final]
+    assert all(final.startswith(t) for t in partial)
+    assert len(set(map(len, partial))) >= 4  # it streams: text grows over several updates, not one at the end
+
+
+def test_generate_api_is_documented_with_its_inputs_in_order(server):
+    info = Client(server, verbose=False).view_api(print_info=False, return_format="dict")
+    params = [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
+    assert params == ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("ROMEO: 我", 5, 0.8, 10, 0.9, 0), "characters not in this CharTokenizer's vocabulary: '我'"),
+    (("ROMEO:", 0, 0.8, 10, 0.9, 0), "max_new_tokens must be an integer in [1, 4096], got 0"),
+    (("ROMEO:", 5000, 0.8, 10, 0.9, 0), "max_new_tokens must be an integer in [1, 4096], got 5000"),
+    (("ROMEO:", 2.5, 0.8, 10, 0.9, 0), "max_new_tokens must be an integer"),
+    (("ROMEO:", 5, -1, 10, 0.9, 0), "temperature must be a finite number >= 0"),
+    (("ROMEO:", 5, 0.8, -3, 0.9, 0), "top_k must be an integer >= 0"),
+    (("ROMEO:", 5, 0.8, 10, 0.0, 0), "top_p must be a number in (0, 1]"),
+    (("ROMEO:", 5, 0.8, 10, 1.5, 0), "top_p must be a number in (0, 1]"),
+    (("ROMEO:", 5, 0.8, 10, 0.9, -1), "seed must be None or an integer in [0, 2**63)"),
+], ids=["unknown-char", "zero-tokens", "over-cap", "fractional-tokens", "negative-temperature", "negative-top-k",
+        "zero-top-p", "top-p-above-1", "negative-seed"])
+def test_bad_input_gets_its_message_and_the_server_keeps_serving(server, tiny, args, message):
+    client = Client(server, verbose=False)
+    with pytest.raises(AppError) as err:
+        client.predict(*args, api_name="/generate")
+    assert message in str(err.value)
+    assert call(client, "ROMEO:", 8, seed=1) == reference(*tiny, "ROMEO:", 8, seed=1)
+
+
+@pytest.mark.parametrize("prompt,warning", [
+    ("", "empty prompt: started from the start token"),
+    ("To be, or not to be. " * 4, "more than the context of 32: kept the last 32"),
+])
+def test_empty_or_too_long_prompt_warns_and_still_generates(server, tiny, prompt, warning):
+    model, tok = tiny
+    with pytest.warns(UserWarning, match=warning):  # gr.Warning outside a request is a Python warning
+        start_run(model, tok, prompt, SamplingConfig(max_new_tokens=5))
+    client = Client(server, verbose=False)
+    assert call(client, prompt, 12, seed=3) == reference(model, tok, prompt, 12, seed=3)
+
+
+def test_stop_cancels_the_generation_on_the_server(tiny, monkeypatch):
+    made: list[int] = []
+
+    def counting_stream(*args, **kwargs):
+        for step in stream(*args, **kwargs):
+            made.append(step.index)
+            yield step
+
+    monkeypatch.setattr(app_module, "stream", counting_stream)
+    demo, url = launch(*tiny, concurrency=1)  # one worker: the next request runs only once the first has stopped
+    try:
+        client = Client(url, verbose=False)
+        job = client.submit("ROMEO:", CAP, 0.8, 10, 0.9, 0, api_name="/generate")
+        while len(job.outputs()) < 3:
+            time.sleep(0.01)
+        job.cancel()
+        assert call(Client(url, verbose=False), "ROMEO:", 5, seed=0) == reference(*tiny, "ROMEO:", 5, seed=0)
+        assert len(made) - 5 < CAP // 2, f"the cancelled generation went on for {len(made) - 5} tokens"
+    finally:
+        demo.close()
+
+
+def test_ablation_endpoint_regenerates_with_heads_off(server, tiny):
+    model, tok = tiny
+    client = Client(server, verbose=False)
+    base = call(client, "ROMEO:", 20, seed=5)  # the session's state now holds this generation
+    base_text, ablated_text, plot = client.predict(["L0H1", "L1H0"], api_name="/ablate")
+    cfg = SamplingConfig(max_new_tokens=20, seed=5, **SETTINGS)
+    assert base_text == base
+    assert ablated_text == generate(model, tok, "ROMEO:", cfg, capture=False, ablate=[(0, 1), (1, 0)]).text
+    assert plot is not None
+
+
+def test_ablation_without_a_generation_is_an_error(server):
+    with pytest.raises(AppError, match="Generate some text first"):
+        Client(server, verbose=False).predict(["L0H0"], api_name="/ablate")
+
+
+def test_attention_window_matches_the_full_pattern(tiny):
+    model, tok = tiny
+    cfg = SamplingConfig(max_new_tokens=12, seed=0)
+    run = start_run(model, tok, "ROMEO: But", cfg)
+    for step in stream(model, tok, run.prompt_ids, cfg):
+        run.add(step)
+    full = generate(model, tok, "ROMEO: But", cfg, attention=True).attention  # (L, H, T, T)
+    for i in (0, 5, 11):
+        window, start = attention_window(run, i)
+        end = start + window.shape[-1]
+        np.testing.assert_allclose(window, full[:, :, start:end, start:end].numpy(), atol=2e-3)  # float16 rows
+    assert all(fig is not None for fig in render_views(run, 11, {"layer": 1, "head": "mean"}))
+    assert all(fig is not None for fig in render_views(run, 3, {"layer": 0, "head": "1"}))
+
+
+def test_viz_figures_hold_what_they_show(tiny):
+    model, tok = tiny
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0.9, top_k=5, top_p=0.8, seed=0)
+    steps = generate(model, tok, "ROMEO:", cfg).steps
+    pattern = np.tril(np.ones((4, 5, 5), dtype=np.float32)) / np.arange(1, 6)[:, None]  # (H, T, T) rows sum to 1
+
+    heatmap = viz.attention_heatmap(pattern[0], list("abcab"), start=3)
+    assert list(heatmap.data[0].y) == ["3:a", "4:b", "5:c", "6:a", "7:b"]  # repeated tokens stay distinct
+    grid = viz.head_grid(pattern, layer=2, cols=2)
+    assert len(grid.data) == 1 and [a.text for a in grid.layout.annotations] == ["L2H0", "L2H1", "L2H2", "L2H3"]
+
+    lens = viz.logit_lens([s.lens for s in steps], [s.token_str for s in steps])
+    assert list(lens.data[0].y) == ["L0 attn", "L0 mlp", "L1 attn", "L1 mlp"]
+    assert np.asarray(lens.data[0].z).shape == (4, 6)
+
+    s = steps[-1]
+    pipeline = viz.sampling_pipeline(s.stages, s.token_id)
+    assert [a.text.split("<br>")[0] for a in pipeline.layout.annotations] == ["raw", "temperature", "top-k", "top-p"]
+    assert all(viz.PICKED in bars.marker.color for bars in pipeline.data)  # the picked token is in every stage
+    assert viz.topk_bars(s.top, s.token_id).data[0].x[0] == s.top[0].prob
+    ablation = viz.ablation_comparison(["a", "b"], [0.5, 0.4], [0.2, 0.1])
+    assert [t.name for t in ablation.data] == ["baseline", "heads off"]
+
+
+def test_parse_heads():
+    assert parse_heads(["L0H3", "L12H11"]) == [(0, 3), (12, 11)]
+    assert parse_heads(None) == []
+
+
+def test_load_sixteen_sessions_five_generations_each(server, tiny, capsys):
+    sessions, per_session, n = 16, 5, 24
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def session(s: int) -> None:
+        client = Client(server, verbose=False)
+        for g in range(per_session):
+            seed = 1000 + s * per_session + g
+            started = time.perf_counter()
+            try:
+                text = call(client, "ROMEO:", n, seed)
+            except Exception as err:  # every failure is collected and reported below
+                with lock:
+                    failures.append(f"session {s} seed {seed}: {err!r}")
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - started)
+                if text != reference(*tiny, "ROMEO:", n, seed):
+                    failures.append(f"session {s} seed {seed}: output differs from its seeded reference")
+
+    threads = [threading.Thread(target=session, args=(s,)) for s in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert len(latencies) == sessions * per_session
+    p50, p95 = np.percentile(latencies, 50), np.percentile(latencies, 95)
+    with capsys.disabled():
+        print(f"\nload: {sessions} sessions x {per_session} generations of {n} tokens: "
+              f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, mean {statistics.mean(latencies) * 1000:.0f} ms")
+
+
+def test_shipped_model_serves_and_matches_generate():
+    model, tok = load_model("shakespeare", device="cpu")  # fails, not skips, when the shipped model is missing
+    demo, url = launch(model, tok, name="shakespeare")
+    try:
+        client = Client(url, verbose=False)
+        for prompt in ("ROMEO:", "我 爱 吃 饭"):
+            assert call(client, prompt, 16, seed=0) == reference(model, tok, prompt, 16, seed=0)
+    finally:
+        demo.close()
+
+
+def test_serve_honours_gradio_server_port(tiny, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
+    demo = build_app(*tiny, model_name="tiny")
+    serve(demo, prevent_thread_lock=True, quiet=True)
+    try:
+        assert demo.server_port == port
+    finally:
+        demo.close()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "/nonexistent/dir"], "error: no model directory at '/nonexistent/dir'"),
+    (["--concurrency", "0"], "error: --concurrency must be >= 1"),
+    (["--max-new-tokens-cap", "0"], "error: --max-new-tokens-cap must be in"),
+])
+def test_cli_app_fails_cleanly(argv, message, capsys):
+    status = main(["app", *argv])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
+    save_checkpoint(*tiny, tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "app.py"), "--model", str(tmp_path), "--runs", "1",
+         "--new-tokens", "5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| bare `workbench.stream`" in out.stdout and "| app via `gradio_client`" in out.stdout

@@ -1,0 +1,208 @@
+"""Plotly figures of what the model did: attention, logit lens, the sampling pipeline, head ablation.
+
+Every function takes plain data (numpy arrays, lists of :class:`~workbench.generate.Candidate`) and returns a
+``plotly.graph_objects.Figure`` with an explicit height, so the same figures serve the app and the lessons. Nothing
+here runs the model. Figures embed no external resources: the page that shows them serves plotly.js itself.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from workbench.generate import Candidate, LensRow, Stage
+
+ATTENTION_SCALE = "Blues"
+PROB_SCALE = "Viridis"
+MARGIN = dict(l=10, r=10, t=40, b=10)
+# A small template of our own: plotly's default one is deep-copied into every figure when it is serialized, which
+# costs ten times more than building a heatmap, and the app serializes figures while it streams.
+TEMPLATE = go.layout.Template(
+    layout=dict(
+        font=dict(family="system-ui, sans-serif", size=12, color="#2a3f5f"),
+        paper_bgcolor="white",
+        plot_bgcolor="#f4f6fa",
+        xaxis=dict(gridcolor="white", zeroline=False, automargin=True),  # automargin: room for token labels
+        yaxis=dict(gridcolor="white", zeroline=False, automargin=True),
+        colorway=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"],
+    )
+)
+PICKED = "#d62728"  # the sampled token, in every figure
+OTHER = "#1f77b4"
+
+
+def show_token(s: str) -> str:
+    """A token's display string with invisible characters made visible: space -> ␣, newline -> ↵, tab -> ⇥."""
+    return s.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def position_labels(tokens: Sequence[str], start: int = 0) -> list[str]:
+    """Axis labels ``"7:␣the"``: the position makes repeated tokens distinct, since plotly merges equal labels."""
+    return [f"{start + i}:{show_token(t)}" for i, t in enumerate(tokens)]
+
+
+def attention_heatmap(
+    pattern: np.ndarray, tokens: Sequence[str], *, start: int = 0, title: str = "", height: int = 460
+) -> go.Figure:
+    """Heatmap of one attention pattern ``(T, T)`` (queries down, keys across) over ``tokens`` at ``start``..
+
+    Row ``q`` is how the token at position ``q`` spread its attention over the positions it could see; the model
+    reads that mix to predict the token at ``q + 1``.
+    """
+    labels = position_labels(tokens, start)
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.asarray(pattern, dtype=np.float32),
+            x=labels,
+            y=labels,
+            colorscale=ATTENTION_SCALE,
+            zmin=0.0,
+            zmax=1.0,
+            hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=MARGIN)
+    fig.update_xaxes(tickangle=-60, tickfont_size=9, title_text="key (attended to)")
+    # Queries top to bottom, like reading the text.
+    fig.update_yaxes(autorange="reversed", tickfont_size=9, title_text="query")
+    return fig
+
+
+def head_grid(patterns: np.ndarray, *, layer: int, cols: int = 4, height: int = 420) -> go.Figure:
+    """All heads of one layer as small multiples: ``patterns`` is ``(H, T, T)``; one shared colour scale.
+
+    The heads are tiled into one heatmap with blank (NaN) gutters rather than drawn as one subplot each: a single
+    trace builds and renders about ten times faster, which matters while the app redraws it during streaming.
+    """
+    n_head, n, _ = patterns.shape
+    rows, gap = -(-n_head // cols), max(2, n // 16)
+    step = n + gap
+    tiled = np.full((rows * step - gap, cols * step - gap), np.nan, dtype=np.float32)
+    for h in range(n_head):
+        r, c = divmod(h, cols)
+        tiled[r * step : r * step + n, c * step : c * step + n] = patterns[h]
+    fig = go.Figure(
+        go.Heatmap(
+            z=tiled,
+            colorscale=ATTENTION_SCALE,
+            zmin=0.0,
+            zmax=1.0,
+            hoverongaps=False,
+            hovertemplate="%{z:.3f}<extra></extra>",
+        )
+    )
+    labels = [
+        dict(x=(h % cols) * step + (n - 1) / 2, y=(h // cols) * step - 0.5, text=f"L{layer}H{h}", showarrow=False,
+             yshift=8, font_size=11)
+        for h in range(n_head)
+    ]
+    fig.update_layout(template=TEMPLATE, height=height, margin=MARGIN, title=f"Layer {layer}: every head",
+                      annotations=labels)
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False)
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, autorange="reversed")
+    return fig
+
+
+def logit_lens(
+    lens: Sequence[LensRow], tokens: Sequence[str], *, start: int = 0, title: str = "", height: int = 460
+) -> go.Figure:
+    """The logit lens as a grid: one column per position, two rows per layer (after attention, after the MLP).
+
+    ``lens[j]`` is the lens read at position ``start + j`` whose input token is ``tokens[j]``. Each cell shows the
+    token that layer's residual stream would predict next, coloured by its probability.
+    """
+    n_layer = len(lens[0].after_attn) if lens else 0
+    row_names = [f"L{layer} {part}" for layer in range(n_layer) for part in ("attn", "mlp")]
+    text, probs = [], []
+    for layer in range(n_layer):
+        for part in ("after_attn", "after_mlp"):
+            cells = [getattr(row, part)[layer][0] for row in lens]
+            text.append([show_token(c.token_str) for c in cells])
+            probs.append([c.prob for c in cells])
+    fig = go.Figure(
+        go.Heatmap(
+            z=probs,
+            x=position_labels(tokens, start),
+            y=row_names,
+            text=text,
+            texttemplate="%{text}",
+            textfont_size=10,
+            colorscale=PROB_SCALE,
+            zmin=0.0,
+            zmax=1.0,
+            colorbar_title="p",
+            hovertemplate="%{y} at %{x}<br>top: %{text} (%{z:.3f})<extra></extra>",
+        )
+    )
+    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=MARGIN)
+    fig.update_xaxes(tickangle=-60, tickfont_size=9, title_text="input position")
+    fig.update_yaxes(autorange="reversed", tickfont_size=9)  # layer 0 at the top, the output at the bottom
+    return fig
+
+
+def topk_bars(candidates: Sequence[Candidate], picked: int, *, title: str = "", height: int = 320) -> go.Figure:
+    """Horizontal bars of the most likely next tokens; the one that was picked is red."""
+    fig = go.Figure(_bars(candidates, picked))
+    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=MARGIN, xaxis_title="probability")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def _bars(candidates: Sequence[Candidate], picked: int, *, text_on_bars: bool = False) -> go.Bar:
+    # Labels carry the token id too: two candidates may share a display string (e.g. two byte fragments).
+    labels = [f"{show_token(c.token_str)} #{c.token_id}" for c in candidates]
+    bars = go.Bar(
+        x=[c.prob for c in candidates],
+        y=list(range(len(candidates))) if text_on_bars else labels,
+        orientation="h",
+        marker_color=[PICKED if c.token_id == picked else OTHER for c in candidates],
+        customdata=labels,
+        hovertemplate="%{customdata}: %{x:.4f}<extra></extra>",
+    )
+    if text_on_bars:  # narrow panels have no room for tick labels beside them
+        bars.update(text=labels, textposition="auto", insidetextanchor="start", cliponaxis=False, textfont_size=10)
+    return bars
+
+
+def sampling_pipeline(stages: Sequence[Stage], picked: int, *, height: int = 340) -> go.Figure:
+    """The sampling pipeline side by side: raw -> (penalties) -> temperature -> top-k -> top-p -> picked.
+
+    Each panel shows a stage's most likely tokens; its title says how many tokens are still allowed. The picked
+    token is red in every panel, so one can follow it through the filters. (Panels are laid out by hand, not with
+    ``make_subplots``, which is several times slower to build.)
+    """
+    width = 1.0 / len(stages)
+    data, layout, titles = [], {}, []
+    for i, stage in enumerate(stages):
+        suffix = "" if i == 0 else str(i + 1)
+        bars = _bars(stage.candidates, picked, text_on_bars=True)
+        bars.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+        data.append(bars)
+        left, right = i * width + 0.01, (i + 1) * width - 0.01
+        layout[f"xaxis{suffix}"] = dict(domain=[left, right], anchor=f"y{suffix}", range=[0, 1])
+        layout[f"yaxis{suffix}"] = dict(anchor=f"x{suffix}", autorange="reversed", showticklabels=False)
+        titles.append(dict(x=(left + right) / 2, y=1.0, xref="paper", yref="paper", yanchor="bottom",
+                           text=f"{stage.name}<br>{stage.kept} kept", showarrow=False))
+    fig = go.Figure(data, layout)
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(MARGIN, t=85), showlegend=False, annotations=titles,
+                      title="sampling pipeline (red = picked)")
+    return fig
+
+
+def ablation_comparison(
+    tokens: Sequence[str], baseline: Sequence[float], ablated: Sequence[float], *, title: str = "", height: int = 360
+) -> go.Figure:
+    """Per-step probability of the original tokens, with all heads on (baseline) and with the chosen heads off."""
+    x = position_labels(tokens)
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=list(baseline), mode="lines+markers", name="baseline"),
+            go.Scatter(x=x, y=list(ablated), mode="lines+markers", name="heads off"),
+        ]
+    )
+    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=MARGIN, yaxis_title="p(original token)",
+                      yaxis_range=[0, 1])
+    fig.update_xaxes(tickangle=-60, tickfont_size=9, title_text="generated token")
+    return fig

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import datetime
+import os
 from pathlib import Path
 
 import nbformat
@@ -412,3 +413,14 @@ def test_notebooks_carry_no_outputs():
     notebooks = [str(p) for p in SOLUTIONS + EXERCISES]
     result = subprocess.run([str(nbstripout), "--verify", *notebooks], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_solution_notebooks_pass_under_nbmake():
+    """The same notebooks through nbmake (which fails a notebook on any error), as the issue asks for CI."""
+    solutions = sorted(str(p) for p in (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", "--no-cov", *solutions],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "WORKBENCH_QUICK": "1"},
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert f"{len(solutions)} passed" in out.stdout

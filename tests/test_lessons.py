@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from datetime import datetime
 import os
@@ -21,7 +22,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from nbclient import NotebookClient
 
 from workbench import checks
 from workbench.model import MLP, Attention, Block
@@ -326,12 +326,19 @@ def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
 
 def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
     """Run a notebook top to bottom in a fresh kernel (as a student would); return it with its outputs and the
-    seconds from the first cell's start to the last cell's end (kernel start-up not included)."""
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    )
-    client.execute()
+    seconds from the first cell's start to the last cell's end (kernel start-up not included).
+
+    The run happens in its own process (nbconvert): other tests leave servers and event loops in this one, and
+    the kernel client must not share them.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        done = Path(tmp) / path.name
+        subprocess.run(
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", str(path), "--output",
+             str(done), f"--ExecutePreprocessor.timeout={CELL_TIMEOUT_S}", "--ExecutePreprocessor.kernel_name=python3"],
+            check=True, capture_output=True, text=True, cwd=path.parent, timeout=3 * CELL_TIMEOUT_S,
+        )
+        notebook = nbformat.read(done, as_version=4)
     times = [c.metadata["execution"] for c in notebook.cells if c.cell_type == "code"]
     start = datetime.fromisoformat(times[0]["iopub.execute_input"].replace("Z", "+00:00"))
     end = datetime.fromisoformat(times[-1]["shell.execute_reply"].replace("Z", "+00:00"))

@@ -190,6 +190,8 @@ DDP_GRAD_SCRIPT = textwrap.dedent(
     accumulate_gradients(ddp, batches)
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters()}, sys.argv[2])
+    del ddp  # DDP's reducer holds the process group: release it before tearing the group down
+    dist.barrier()
     dist.destroy_process_group()
     """
 )

@@ -392,6 +392,7 @@ def train(
     finally:
         bar.close()
         if ddp.world_size > 1 and dist.is_initialized():
+            del model  # DDP's reducer holds the process group; tearing the group down under it can abort a rank
             dist.barrier()
             dist.destroy_process_group()
     return TrainResult(step, last_ckpt, loss, val_loss, seconds=time.perf_counter() - started)

@@ -22,7 +22,7 @@ from workbench.train import TrainConfig, make_optimizer
 CONFIGS = {
     # name: (layers, heads, width, context, batch, dropout)
     "tiny (lessons)": (4, 4, 128, 64, 12, 0.0),
-    "default (shipped model)": (6, 8, 256, 256, 16, 0.1),
+    "default (shipped model)": (6, 6, 192, 256, 16, 0.1),
 }
 VOCAB = {"tiny (lessons)": 96, "default (shipped model)": 4096}
 

@@ -24,7 +24,16 @@ from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save
 from workbench import app as app_module
 from workbench import viz
 from workbench.__main__ import main
-from workbench.app import attention_window, build_app, parse_heads, render_views, serve, start_run
+from workbench.app import (
+    attention_window,
+    build_app,
+    cpu_threads,
+    parse_heads,
+    render_views,
+    serve,
+    start_run,
+    step_batches,
+)
 from workbench.generate import stream
 from workbench.tokenizers import CharTokenizer
 
@@ -52,6 +61,49 @@ def launch(model, tok, *, concurrency: int = 4, name: str = "tiny"):
     demo = build_app(model, tok, model_name=name, max_new_tokens_cap=CAP, concurrency=concurrency)
     _, url, _ = serve(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     return demo, url
+
+
+def slow_numbers(n: int, made: list[int], fail_at: int | None = None):
+    """Stands in for a model: one number every 10 ms, each recorded in ``made`` as it is produced."""
+    for i in range(n):
+        time.sleep(0.01)
+        if i == fail_at:
+            raise ValueError(f"failed at {i}")
+        made.append(i)
+        yield i
+
+
+def test_step_batches_keep_order_and_group_what_was_made_meanwhile():
+    made: list[int] = []
+    batches = list(step_batches(slow_numbers(30, made), lambda: False, frame_seconds=0.05))
+    assert [i for b in batches for i in b] == list(range(30))
+    assert max(len(b) for b in batches) > 1  # steps made 10 ms apart share 50 ms frames
+
+
+def test_step_batches_stop_when_asked_or_closed_and_raise_the_threads_error():
+    made: list[int] = []
+    got = [i for b in step_batches(slow_numbers(100, made), lambda: len(made) >= 5, frame_seconds=0.01) for i in b]
+    assert got == [0, 1, 2, 3, 4]
+
+    made.clear()
+    batches = step_batches(slow_numbers(100, made), lambda: False, frame_seconds=0.01)
+    next(batches)
+    batches.close()  # what gradio does when the client cancels or goes away
+    time.sleep(0.5)
+    stopped_at = len(made)
+    time.sleep(0.3)
+    assert stopped_at == len(made) < 50  # the thread ended after its current step, long before the 100th
+
+    with pytest.raises(ValueError, match="failed at 3"):
+        list(step_batches(slow_numbers(10, [], fail_at=3), lambda: False, frame_seconds=0.01))
+
+
+def test_cpu_threads_one_for_a_small_model_unless_asked(tiny, monkeypatch):
+    model, _ = tiny
+    assert cpu_threads(model) == 1
+    assert cpu_threads(model, 3) == 3
+    monkeypatch.setattr(app_module, "SMALL_MODEL_PARAMS", model.num_params())  # now it counts as large
+    assert cpu_threads(model) == torch.get_num_threads()
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +324,7 @@ def test_serve_honours_gradio_server_port(tiny, monkeypatch):
     (["--model", "/nonexistent/dir"], "error: no model directory at '/nonexistent/dir'"),
     (["--concurrency", "0"], "error: --concurrency must be >= 1"),
     (["--max-new-tokens-cap", "0"], "error: --max-new-tokens-cap must be in"),
+    (["--threads", "0"], "error: --threads must be >= 1"),
 ])
 def test_cli_app_fails_cleanly(argv, message, capsys):
     status = main(["app", *argv])

@@ -42,6 +42,9 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
                    f"(default: %(default)s; at most {DEFAULT_MAX_NEW_TOKENS_CAP})")
     p.add_argument("--concurrency", type=int, default=4,
                    help="generations run at the same time; more requests wait in the queue (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for a model under 20M parameters, whose matrices are too "
+                   "small to share between cores, so the other core serves the page; else torch's default)")
     p.set_defaults(func=_run_app)
 
 
@@ -54,10 +57,12 @@ def _run_app(args: argparse.Namespace) -> int:
         )
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     from workbench.app import launch  # imports gradio: only for this command
 
     launch(args.model, device=args.device, host=args.host, port=args.port, share=args.share,
-           max_new_tokens_cap=args.max_new_tokens_cap, concurrency=args.concurrency)
+           max_new_tokens_cap=args.max_new_tokens_cap, concurrency=args.concurrency, threads=args.threads)
     return 0
 
 

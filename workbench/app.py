@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -153,6 +155,52 @@ class Run:
         self.steps.append(dataclasses.replace(step, attention=None, prompt_attention=None))
         self.tokens.append(step.token_str)
         self.probs.append(step.prob)
+
+
+_END = object()  # what the generating thread puts last
+
+
+def step_batches(steps: Iterator[Step], should_stop: Callable[[], bool], frame_seconds: float) -> Iterator[list[Step]]:
+    """Run ``steps`` on a thread of its own and yield the steps made so far, at most once per ``frame_seconds``.
+
+    The model keeps generating while the server turns the last batch into a frame and sends it: the two overlap
+    instead of taking turns. The first step comes out as soon as it exists. ``should_stop`` is asked after every
+    step; closing this generator (a cancelled or vanished client) also stops the thread after its current step.
+    An exception in the thread is raised here.
+    """
+    made: queue.SimpleQueue = queue.SimpleQueue()
+    closed = threading.Event()
+
+    def produce() -> None:
+        try:
+            for s in steps:
+                made.put(s)
+                if closed.is_set() or should_stop():
+                    break
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            made.put(err)
+        finally:
+            made.put(_END)
+
+    threading.Thread(target=produce, name="workbench-generate", daemon=True).start()
+    frame_at = -float("inf")
+    try:
+        while True:
+            time.sleep(max(0.0, frame_at + frame_seconds - time.perf_counter()))
+            batch = [made.get()]
+            while not made.empty():
+                batch.append(made.get())
+            frame_at = time.perf_counter()
+            for item in batch:
+                if isinstance(item, BaseException):
+                    raise item
+            steps_made = [item for item in batch if item is not _END]
+            if steps_made:
+                yield steps_made
+            if batch[-1] is _END:
+                return
+    finally:
+        closed.set()
 
 
 def _cut(row: torch.Tensor) -> np.ndarray:
@@ -360,11 +408,11 @@ def build_app(
         ) -> Iterator[tuple]:
             """Stream one generation.
 
-            Each frame costs the server a few milliseconds whatever it carries, so tokens made faster than
-            FRAME_SECONDS apart share a frame. Figures are redrawn at most every REDRAW_SECONDS and within a
-            DRAW_SHARE of the time, so a fast model is not slowed down by its own pictures; in between, the last
-            ones are sent again (already serialized, so unchanged and nearly free). Stop is checked after every
-            token.
+            The model generates on a thread of its own (:func:`step_batches`); each frame carries the tokens made
+            since the last one, FRAME_SECONDS apart at most, because a frame costs the server a few milliseconds
+            whatever it carries. Figures are redrawn at most every REDRAW_SECONDS and within a DRAW_SHARE of the
+            time; in between, the last ones are sent again (already serialized, so nearly free). Stop is checked
+            after every token.
             """
             cfg = sampling_config(max_new_tokens, temperature, top_k, top_p, seed, max_new_tokens_cap)
             if cfg.seed is None:  # draw one now and keep it, so that ablation can replay the same samples
@@ -372,21 +420,18 @@ def build_app(
             run = start_run(model, tok, prompt, cfg)
             session = request.session_hash or ""
             stop_requests.discard(session)
-            started = frame_at = draw_at = time.perf_counter()  # the first redraw waits: the first token goes at once
+            started = draw_at = time.perf_counter()  # the first redraw waits: the first token goes at once
             drawing = 0.0  # seconds spent drawing so far
             # The state gets this Run on the first frame; the Run grows in place, so later frames skip the state.
             state: Any = run
             views: tuple = (0, "", *([None] * len(plots)))  # slider, status, figures until the first redraw
-            for s in stream(model, tok, run.prompt_ids, cfg):
-                for note in s.notes:  # the window slid
-                    gr.Info(note)
-                run.add(s)
-                if session in stop_requests:
-                    break
+            made = stream(model, tok, run.prompt_ids, cfg)
+            for batch in step_batches(made, lambda: session in stop_requests, FRAME_SECONDS):
+                for s in batch:
+                    for note in s.notes:  # the window slid
+                        gr.Info(note)
+                    run.add(s)
                 now = time.perf_counter()
-                if len(run.steps) > 1 and now - frame_at < FRAME_SECONDS:
-                    continue
-                frame_at = now
                 frame_views = views
                 if now - draw_at >= REDRAW_SECONDS and drawing <= DRAW_SHARE * (now - started):
                     frame_views, views = draw(run, view, status_line(run, now - started, False))
@@ -467,6 +512,18 @@ def build_app(
     return demo
 
 
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def cpu_threads(model: GPT, requested: int | None = None) -> int:
+    """Torch threads for serving ``model`` on the CPU: ``requested`` if given; else 1 for a model under
+    SMALL_MODEL_PARAMS, whose matrices are too small to be worth splitting between cores (and the other core is
+    left to serve the page and encode frames, instead of preempting the model mid-step); else torch's default."""
+    if requested is not None:
+        return requested
+    return 1 if model.num_params() < SMALL_MODEL_PARAMS else torch.get_num_threads()
+
+
 def serve(
     demo: gr.Blocks,
     *,
@@ -507,12 +564,18 @@ def launch(
     share: bool = False,
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
     concurrency: int = DEFAULT_CONCURRENCY,
+    threads: int | None = None,
     prevent_thread_lock: bool = False,
 ) -> gr.Blocks:
-    """Load ``model`` (a shipped name, one of our checkpoint dirs, an HF GPT-2 dir or hub id) and serve the app."""
+    """Load ``model`` (a shipped name, one of our checkpoint dirs, an HF GPT-2 dir or hub id) and serve the app.
+
+    On the CPU, ``threads`` sets torch's thread count (see :func:`cpu_threads` for the default).
+    """
     from workbench.checkpoint import load_model
 
     loaded, tok = load_model(model, device=device)
+    if next(loaded.parameters()).device.type == "cpu":
+        torch.set_num_threads(cpu_threads(loaded, threads))
     demo = build_app(loaded, tok, model_name=model, max_new_tokens_cap=max_new_tokens_cap, concurrency=concurrency)
     serve(demo, host=host, port=port, share=share, prevent_thread_lock=prevent_thread_lock)
     return demo

@@ -89,9 +89,10 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The shipped model (assets/models/shakespeare): `make train-default`.
-    # About 75 minutes on 2 CPU cores (~2,300 tokens/s): 2,500 steps x 16 x 256 tokens, ~7 passes over the plays.
-    "default": dict(out_dir="runs/shakespeare"),
+    # The shipped model (assets/models/shakespeare): `make train-default`. 6 layers x 6 heads x 192 wide: at a
+    # fixed 75 minutes on 2 CPU cores, a narrower model that sees more tokens (~3,400 tokens/s, 3,600 steps x
+    # 16 x 256 tokens, ~10 passes over the plays) reads the held-out plays better than a 256-wide one that sees fewer.
+    "default": dict(out_dir="runs/shakespeare", n_head=6, n_embd=192, lr=2e-3, max_steps=3600),
     # A character model that trains in a couple of minutes on a laptop CPU, for the lessons.
     "tiny-char": dict(
         out_dir="runs/tiny-char", corpus="shakespeare-char", n_layer=4, n_head=4, n_embd=128, block_size=64,

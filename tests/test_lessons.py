@@ -32,7 +32,11 @@ SOLUTIONS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
 EXERCISES = sorted((LESSONS / "exercises").glob("[0-9][0-9]_*.ipynb"))
 # A lesson's budget is 2 minutes on 2 CPU cores (issue 6). Times are printed, not asserted: they are noisy on
 # shared machines; a cell gets this long before nbclient gives up on it.
-CELL_TIMEOUT_S = 600
+CELL_TIMEOUT_S = 120  # a lesson runs in under 2 minutes, so one cell never needs more
+# nbclient (under nbconvert and nbmake) now and then waits forever on a kernel that has gone idle, after cells that
+# use ipywidgets (jupyter/nbclient#312; seen here in about 1 run in 30). A run that hangs is tried once more; a
+# run that fails any other way fails at once.
+HANG_RETRIES = 1
 
 
 def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
@@ -333,11 +337,18 @@ def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
     """
     with tempfile.TemporaryDirectory() as tmp:
         done = Path(tmp) / path.name
-        subprocess.run(
-            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", str(path), "--output",
-             str(done), f"--ExecutePreprocessor.timeout={CELL_TIMEOUT_S}", "--ExecutePreprocessor.kernel_name=python3"],
-            check=True, capture_output=True, text=True, cwd=path.parent, timeout=3 * CELL_TIMEOUT_S,
-        )
+        cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", str(path), "--output",
+               str(done), f"--ExecutePreprocessor.timeout={CELL_TIMEOUT_S}", "--ExecutePreprocessor.kernel_name=python3"]
+        for _ in range(1 + HANG_RETRIES):
+            try:
+                result = subprocess.run(cmd, capture_output=True, text=True, cwd=path.parent, timeout=3 * CELL_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                continue  # the client hung: try again
+            if result.returncode == 0 or "CellTimeoutError" not in result.stderr:
+                break
+        else:
+            pytest.fail(f"{path.name}: every run hung ({1 + HANG_RETRIES} runs)")
+        assert result.returncode == 0, result.stderr[-3000:]
         notebook = nbformat.read(done, as_version=4)
     times = [c.metadata["execution"] for c in notebook.cells if c.cell_type == "code"]
     start = datetime.fromisoformat(times[0]["iopub.execute_input"].replace("Z", "+00:00"))
@@ -427,9 +438,12 @@ def test_notebooks_carry_no_outputs():
 def test_solution_notebooks_pass_under_nbmake():
     """The same notebooks through nbmake (which fails a notebook on any error), as the issue asks for CI."""
     solutions = sorted(str(p) for p in (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", "--no-cov", *solutions],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "WORKBENCH_QUICK": "1"},
-    )
+    cmd = [sys.executable, "-m", "pytest", "--nbmake", f"--nbmake-timeout={CELL_TIMEOUT_S}", "-q", "-p",
+           "no:cacheprovider", "--no-cov", *solutions]
+    for _ in range(1 + HANG_RETRIES):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
+                             env={**os.environ, "WORKBENCH_QUICK": "1"})
+        if out.returncode == 0 or "timed out" not in out.stdout.lower():
+            break  # passed, or failed for a reason other than a hang
     assert out.returncode == 0, out.stdout[-3000:]
     assert f"{len(solutions)} passed" in out.stdout

@@ -1,125 +1,29 @@
-"""Exercise checks for the lessons: run the student's code beside the reference, say what is likely wrong.
-
-Every ``check_*`` function takes the student's function (or ``nn.Module`` class), runs it and the reference on
-fresh random inputs at several shapes, and prints one line:
-
-* ``✓ name: ...`` when every output matches the reference within a float32 tolerance;
-* ``✗ name: <one hint>`` otherwise. The hint comes from the first thing that is off: an exception, the output's
-  type or shape, an input changed in place, a NaN, or -- when the output matches one of the *known mistakes*
-  (the reference computed with a planted error such as a missing 1/sqrt(d_k)) -- what that mistake is;
-* ``○ name: not implemented yet`` when the student's code still raises ``NotImplementedError``.
-
-Checks return ``True``/``False`` and never raise, so a notebook runs on to the end whatever state it is in.
-References come from :mod:`workbench.model` (or torch, where the workbench uses torch's function itself).
-"""
+"""Checks for Lessons I (01-06): tokens, embeddings, attention, multi-head attention, MLP and LayerNorm, GPT."""
 
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench.checks.core import (
+    Hint,
+    Mistakes,
+    _call_keeping_inputs,
+    _close,
+    _compare_tensors,
+    _fresh_generator,
+    _load_student,
+    _matching_mistake,
+    _passed,
+    _randomize,
+    run_check,
+)
 from workbench.model import GPT, MLP, Attention, Block, GPTConfig
-
-ATOL = 1e-5
-RTOL = 1e-5
-
-Mistakes = dict[str, Callable[[], Any]]  # hint -> what the code would return with that mistake
-
-
-class Hint(Exception):
-    """The student's code is wrong; the message is the one hint to show."""
-
-
-def _fresh_generator() -> torch.Generator:
-    """A generator with a new seed on every check, so a solution cannot be fitted to fixed inputs."""
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(6), "little"))
-
-
-def run_check(name: str, body: Callable[[], str]) -> bool:
-    """Run ``body`` (which returns a success detail or raises :class:`Hint`) and print the verdict line."""
-    try:
-        detail = body()
-    except NotImplementedError:
-        print(f"○ {name}: not implemented yet (write the code where it says 'your code here', then rerun)")
-        return False
-    except Hint as hint:
-        print(f"✗ {name}: {hint}")
-        return False
-    except Exception as err:  # the student's code crashed: one line, not a traceback
-        print(f"✗ {name}: your code raised {type(err).__name__}: {err}")
-        return False
-    print(f"✓ {name}: {detail}")
-    return True
-
-
-def _call_keeping_inputs(fn: Callable[..., Any], names: Sequence[str], *args: Any) -> Any:
-    """Call ``fn(*args)``; raise a Hint naming any argument the call changed in place."""
-    before = [a.clone() if isinstance(a, torch.Tensor) else list(a) if isinstance(a, list) else a for a in args]
-    out = fn(*args)
-    for name, arg, copy in zip(names, args, before):
-        same = torch.equal(arg, copy) if isinstance(arg, torch.Tensor) else arg == copy
-        if not same:
-            raise Hint(
-                f"your code changed its input `{name}` in place (an in-place op such as `+=`, `masked_fill_` or "
-                "`list.pop`); leave inputs as they are and build a new result"
-            )
-    return out
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> bool:
-    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=atol, rtol=rtol)
-
-
-def _matching_mistake(got: Any, mistakes: Mistakes, same: Callable[[Any, Any], bool]) -> str | None:
-    """The hint of the first known mistake whose output equals ``got`` (mistakes that cannot run are skipped)."""
-    for hint, compute in mistakes.items():
-        try:
-            wrong = compute()
-        except Exception:  # this mistake is impossible at these shapes
-            continue
-        if same(got, wrong):
-            return hint
-    return None
-
-
-def _compare_tensors(
-    got: Any,
-    want: torch.Tensor,
-    mistakes: Mistakes,
-    *,
-    shape_hint: str = "",
-    nan_hint: str = "the output contains NaN",
-    atol: float = ATOL,
-    rtol: float = RTOL,
-) -> float:
-    """Raise a Hint unless ``got`` matches ``want``; return the largest absolute difference."""
-    if not isinstance(got, torch.Tensor):
-        raise Hint(f"expected a torch.Tensor, got {type(got).__name__}")
-    if got.shape != want.shape:
-        # A known mistake of another shape (heads not transposed, say) explains itself better than the shapes.
-        hint = _matching_mistake(got, mistakes, lambda a, b: _close(a, b, atol, rtol))
-        raise Hint(hint or f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}. {shape_hint}".strip())
-    if torch.isnan(got).any() and not torch.isnan(want).any():
-        raise Hint(nan_hint)
-    if _close(got, want, atol, rtol):
-        return (got.float() - want.float()).abs().max().item() if got.numel() else 0.0
-    hint = _matching_mistake(got, mistakes, lambda a, b: _close(a, b, atol, rtol))
-    diff = (got.float() - want.float()).abs().max().item()
-    raise Hint(hint or f"values differ from the reference (largest difference {diff:.3g}); no known mistake matches")
-
-
-def _passed(n_cases: int, max_diff: float | None = None) -> str:
-    if max_diff is None:
-        return f"matches the reference on {n_cases} random inputs"
-    exact = "bit-exact" if max_diff == 0.0 else f"max difference {max_diff:.1e}"
-    return f"matches the reference on {n_cases} random inputs ({exact})"
-
 
 # ------------------------------------------------------------------------------------------ 01 tokens
 
@@ -450,28 +354,6 @@ def check_merge_heads(merge_heads: Callable[[torch.Tensor], torch.Tensor]) -> bo
     return run_check("merge_heads", body)
 
 
-def _randomize(module: nn.Module, g: torch.Generator, std: float = 0.3) -> nn.Module:
-    """Give every parameter random values (LayerNorm weights around 1), so that any mix-up changes the output."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            is_norm_weight = p.dim() == 1 and name.endswith("weight")
-            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if is_norm_weight else 0.0))
-    return module.eval()
-
-
-def _load_student(student_cls: type[nn.Module], reference: nn.Module, *args: Any) -> nn.Module:
-    """Build the student's module and copy the reference's weights into it, by GPT-2's parameter names."""
-    student = student_cls(*args)
-    missing = set(reference.state_dict()) - set(student.state_dict())
-    if missing:
-        raise Hint(
-            f"your module has no parameters named {', '.join(sorted(missing))}; keep GPT-2's names so that "
-            "weights load (the names are given in __init__)"
-        )
-    student.load_state_dict(reference.state_dict(), strict=False)
-    return student.eval()
-
-
 def _multihead_variant(
     attn: Attention,
     x: torch.Tensor,
@@ -766,3 +648,6 @@ def check_count_params(count_params: Callable[[int, int, int, int], int]) -> boo
         return f"correct for {len(configs)} configurations"
 
     return run_check("count_params", body)
+
+
+__all__ = [name for name in dir() if name.startswith("check_")]  # what `workbench.checks` re-exports

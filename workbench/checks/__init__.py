@@ -1,0 +1,24 @@
+"""Exercise checks for the lessons: run the student's code beside the reference, say what is likely wrong.
+
+Every ``check_*`` function takes the student's function (or ``nn.Module`` class), runs it and the reference on
+fresh random inputs at several shapes, and prints one line:
+
+* ``✓ name: ...`` when every output matches the reference within a float32 tolerance;
+* ``✗ name: <one hint>`` otherwise. The hint comes from the first thing that is off: an exception, the output's
+  type or shape, an input changed in place, a NaN, or -- when the output matches one of the *known mistakes*
+  (the reference computed with a planted error such as a missing 1/sqrt(d_k)) -- what that mistake is;
+* ``○ name: not implemented yet`` when the student's code still raises ``NotImplementedError``.
+
+Checks return ``True``/``False`` and never raise, so a notebook runs on to the end whatever state it is in.
+References come from :mod:`workbench.model` (or torch, where the workbench uses torch's function itself).
+"""
+
+# One module per part of the course, so a lesson's checks stay next to each other and short. Notebooks call them
+# as ``checks.check_<name>``; everything public is re-exported here.
+from workbench.checks.core import Hint, run_check  # noqa: F401
+from workbench.checks.basics import *  # noqa: F401,F403  lessons 01-06
+from workbench.checks.training import *  # noqa: F401,F403  lesson 07
+from workbench.checks.generation import *  # noqa: F401,F403  lesson 08
+from workbench.checks.inside import *  # noqa: F401,F403  lesson 09
+from workbench.checks.encoder_decoder import *  # noqa: F401,F403  lesson 10
+from workbench.checks.real_gpt2 import *  # noqa: F401,F403  lessons 11-13

@@ -1,0 +1,5 @@
+"""Checks for lesson 08 generation."""
+
+from __future__ import annotations
+
+__all__: list[str] = []  # filled in with the lesson's check_* functions

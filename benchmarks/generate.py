@@ -44,6 +44,52 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def median_ms(fn, repeats: int = 30) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after two warm-up calls."""
+    fn(), fn()
+    return 1e3 * statistics.median(timed(fn) for _ in range(repeats))
+
+
+def fp32_matmul_flops(n: int = 2048) -> float:
+    """FLOP/s of a large square float32 matmul: the machine's practical compute peak."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / (median_ms(lambda: a @ b, repeats=10) / 1e3)
+
+
+def breakdown(ours: GPT, ids: list[int], hf_ms_per_token: float, a_ms_per_token: float) -> None:
+    """Where one traced decoding step's time goes, and the best (b) that exact float32 arithmetic allows.
+
+    Full capture differs from (a) in one big way: the logit lens unembeds 2 x n_layer residual reads instead of
+    one row. Each extra row costs vocab x n_embd multiply-adds, so that matmul is bound by compute, not by reading
+    the matrix; the other capture costs are small.
+    """
+    cfg = ours.config
+    with torch.inference_mode():
+        cache = ours.new_kv_cache(batch_size=1)
+        ours(torch.tensor([ids]), kv_cache=cache)
+        length, token = cache.length, torch.tensor([[ids[-1]]])
+
+        def step(**kwargs) -> None:
+            cache.length = length  # decode the same position again and again
+            ours(token, kv_cache=cache, **kwargs)
+
+        blocks = median_ms(lambda: step(unembed=False))
+        blocks_traced = median_ms(lambda: step(unembed=False, capture={}))
+        reads = torch.randn(2 * cfg.n_layer, cfg.n_embd)
+        one_row = median_ms(lambda: ours.lm_head(reads[:1]))
+        lens_rows = median_ms(lambda: ours.lm_head(reads))
+    flops = fp32_matmul_flops()
+    lens_flops = 2 * (2 * cfg.n_layer) * cfg.n_embd * cfg.vocab_size / (lens_rows / 1e3)
+    best_b = a_ms_per_token + (lens_rows - one_row)
+    print(f"\n| one decoding step at position {length} | ms |\n|---|---:|")
+    print(f"| blocks, no capture | {blocks:.2f} |\n| blocks, capture | {blocks_traced:.2f} |")
+    print(f"| unembedding, 1 row (a) | {one_row:.2f} |")
+    print(f"| unembedding, {2 * cfg.n_layer} rows (b: lens + next-token logits) | {lens_rows:.2f} |")
+    print(f"\nlens matmul: {lens_flops / 1e9:.0f} GFLOP/s; a 2048x2048 float32 matmul: {flops / 1e9:.0f} GFLOP/s")
+    print(f"(a) takes {a_ms_per_token:.1f} ms/token and HF {hf_ms_per_token:.1f}; with every other capture cost at zero, "
+          f"(b) >= (a) + the lens's extra rows = {best_b:.1f} ms/token -> at most {hf_ms_per_token / best_b:.2f}x HF")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per contender; the median is reported")
@@ -54,6 +100,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=768, help="n_embd; 768 is GPT-2 small (default: %(default)s)")
     parser.add_argument("--heads", type=int, default=12, help="attention heads (default: %(default)s)")
     parser.add_argument("--vocab", type=int, default=50257, help="vocabulary size (default: %(default)s)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the parts of one decoding step and the bound they put on (b)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -114,6 +162,9 @@ def main() -> None:
     for name in ("(a) ours, no capture", "(b) ours, full capture", "(c) HF generate", "(d) HF generate + attentions"):
         tok_s = n / med[name]
         print(f"| {name} | {tok_s:.1f} | {med['(c) HF generate'] / med[name]:.2f}x | {100 * tok_s / floor_tok_s:.0f}% |")
+    if args.breakdown:
+        per_token = {name: 1e3 * med[name] / n for name in med}
+        breakdown(ours, ids, per_token["(c) HF generate"], per_token["(a) ours, no capture"])
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ PLANTED = [
     (check_cross_attention, lambda c: CrossAttn(c, scale="model"), "1/sqrt(n_embd)"),
     (check_cross_attention, lambda c: CrossAttn(c, softmax_dim=-2), "wrong axis"),
     (check_cross_attention, lambda c: CrossAttn(c, split=False, scale="model"), "heads were not split"),
+    (check_cross_attention, lambda c: CrossAttn(c, split=False), "one head (scaled by 1/sqrt(head_size))"),
     (check_cross_attention, lambda c: CrossAttn(c, merge_transposed=False), "without transposing back"),
     (check_cross_attention, lambda c: CrossAttn(c, project=False), "c_proj is missing"),
     (check_cross_attention, lambda c: CrossAttn(c, kv_length_from_x=True), "S = memory.shape[1]"),

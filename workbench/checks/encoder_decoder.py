@@ -150,6 +150,8 @@ _CROSS_ATTENTION_MISTAKES: dict[str, dict[str, Any]] = {  # hint -> the switches
     "position's weights sum to 1": dict(softmax_dim=-2),
     "the heads were not split: the whole width acted as one head. View q, k and v as (B, length, n_head, head_size) "
     "and transpose(1, 2)": dict(split_heads=False, scale="model"),
+    "the heads were not split: the whole width acted as one head (scaled by 1/sqrt(head_size)). View q, k and v as "
+    "(B, length, n_head, head_size) and transpose(1, 2)": dict(split_heads=False),
     "heads were split by reshaping straight to (B, n_head, length, head_size): view as (B, length, n_head, "
     "head_size), then transpose(1, 2)": dict(split_transposed=False),
     "heads were merged without transposing back: (B, n_head, T, hs) -> transpose(1, 2) -> (B, T, C)": dict(
@@ -225,7 +227,10 @@ def _compare_ids(got: Any, want: torch.Tensor, mistakes: Mistakes, name: str, sh
     """Raise a Hint unless ``got`` is exactly ``want`` (integer ids, the same shape)."""
     if not isinstance(got, torch.Tensor):
         raise Hint(f"`{name}` should be a torch.Tensor, got {type(got).__name__}")
-    same = lambda a, b: a.shape == b.shape and torch.equal(a.long(), b.long())  # noqa: E731
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and torch.equal(a.long(), b.long())
+
     if got.shape != want.shape:
         hint = _matching_mistake(got, mistakes, same)
         raise Hint(hint or f"`{name}` has shape {tuple(got.shape)}, expected {tuple(want.shape)}. {shape_hint}")

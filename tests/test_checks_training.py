@@ -1,0 +1,196 @@
+"""Lesson 07 (training) checks: a correct implementation passes, a stub is "not implemented yet", and each planted
+mistake gets its own hint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench.checks import check_adamw_step, check_cross_entropy, check_lr_at
+
+ROOT = Path(__file__).resolve().parent.parent  # in tests/: the repository root
+LESSON = ROOT / "lessons" / "07_training.ipynb"
+
+
+def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
+    ok = check(student)
+    out = capsys.readouterr().out
+    assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
+    return ok, out
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError
+
+
+# ------------------------------------------------------------------------- correct implementations
+
+
+def cross_entropy(logits, targets):
+    log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    return -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean()
+
+
+def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, *, l2=False, bias_correction=True,
+               eps_inside=False, decay_with_lr=True, decay_after=False, step_offset=0, return_hats=False):
+    """Correct by default; each switch plants one mistake."""
+    beta1, beta2 = betas
+    if l2:
+        grad = grad + weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    t = step + step_offset
+    m_hat = m / (1 - beta1**t) if bias_correction else m
+    v_hat = v / (1 - beta2**t) if bias_correction else v
+    update = m_hat / (torch.sqrt(v_hat + eps) if eps_inside else torch.sqrt(v_hat) + eps)
+    shrink = 1.0 if l2 else 1 - (lr * weight_decay if decay_with_lr else weight_decay)
+    if return_hats:
+        m, v = m_hat, v_hat
+    if decay_after:
+        return (param - lr * update) * shrink, m, v
+    return param * shrink - lr * update, m, v
+
+
+def lr_at(step, lr, min_lr, warmup_steps, max_steps, *, from_zero=False, clamp=True, floor=None, linear=False,
+          warmup=True):
+    """Correct by default; each switch plants one mistake."""
+    if warmup and step < warmup_steps:
+        return lr * (step if from_zero else step + 1) / warmup_steps
+    start = warmup_steps if warmup else 0
+    progress = (step - start) / max(1, max_steps - start)
+    progress = min(1.0, progress) if clamp else progress
+    low = min_lr if floor is None else floor
+    shape = 1 - progress if linear else 0.5 * (1 + math.cos(math.pi * progress))
+    return low + shape * (lr - low)
+
+
+# ---------------------------------------------------------------------------- planted mistakes
+
+
+def cross_entropy_naive_exp(logits, targets):
+    """exp without subtracting the maximum: exp(1000) = inf, inf / inf = NaN."""
+    e = logits.exp()
+    return -(e / e.sum(-1, keepdim=True)).gather(-1, targets.unsqueeze(-1)).log().mean()
+
+
+def cross_entropy_log_of_softmax(logits, targets):
+    """log(softmax): a stable softmax still underflows to 0 for a target 200 below its row's maximum."""
+    return -torch.softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).log().mean()
+
+
+def adamw_as_the_article_writes_it(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    """§5.3.5 of the article: divides by sqrt(v_{t-1}) inside m and by sqrt(m_t) inside v, no bias correction."""
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad / torch.sqrt(v)
+    v = beta2 * v + (1 - beta2) * grad**2 / torch.sqrt(m)
+    return param - lr * m / (torch.sqrt(v) + eps), m, v
+
+
+def adamw_in_place(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    new_param, new_m, new_v = adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay)
+    param.copy_(new_param)  # what optimizers do; the exercise asks for new tensors
+    return param, new_m, new_v
+
+
+def doubled_lr(*args):
+    return 2 * lr_at(*args)  # wrong in a way no known mistake explains
+
+
+CORRECT = [
+    (check_cross_entropy, cross_entropy),
+    (check_cross_entropy, lambda logits, targets: F.nll_loss(torch.log_softmax(logits, -1).flatten(0, 1),
+                                                             targets.flatten())),
+    (check_adamw_step, adamw_step),
+    (check_lr_at, lr_at),
+]
+
+PLANTED = [
+    # (check, wrong implementation, words the hint must contain)
+    (check_cross_entropy, lambda lg, t: cross_entropy(lg, t) * t.numel(), "summed over positions"),
+    (check_cross_entropy, lambda lg, t: -torch.log_softmax(lg, -1).gather(-1, t.unsqueeze(-1)).squeeze(-1).sum(1)
+     .mean(), "mean over the batch only"),
+    (check_cross_entropy, lambda lg, t: -torch.softmax(lg, -1).gather(-1, t.unsqueeze(-1)).mean(), "not its log"),
+    (check_cross_entropy, lambda lg, t: cross_entropy(lg, t) / math.log(2), "base 2"),
+    (check_cross_entropy, lambda lg, t: -cross_entropy(lg, t), "sign is flipped"),
+    (check_cross_entropy, lambda lg, t: -torch.log_softmax(lg, -1).mean(), "gather"),
+    (check_cross_entropy, lambda lg, t: -torch.log_softmax(lg, -2).gather(-1, t.unsqueeze(-1)).mean(), "wrong axis"),
+    (check_cross_entropy, lambda lg, t: F.cross_entropy(lg[:, :-1].flatten(0, 1), t[:, 1:].flatten()),
+     "shifted once more"),
+    (check_cross_entropy, lambda lg, t: -torch.log_softmax(lg, -1).gather(-1, t.unsqueeze(-1)).squeeze(-1),
+     "per-position losses"),
+    (check_cross_entropy, cross_entropy_naive_exp, "overflowed"),
+    (check_cross_entropy, cross_entropy_log_of_softmax, "underflowed"),
+    (check_cross_entropy, lambda lg, t: cross_entropy(lg, t).item(), "not a Python float"),
+    (check_cross_entropy, lambda lg, t: cross_entropy(lg.sub_(lg.amax(-1, keepdim=True)), t),
+     "changed its input `logits` in place"),
+    (check_adamw_step, lambda *a: adamw_step(*a, bias_correction=False), "no bias correction"),
+    (check_adamw_step, lambda *a: adamw_step(*a, l2=True), "added to the gradient"),
+    (check_adamw_step, lambda *a: adamw_step(*a, decay_with_lr=False), "not scaled by the learning rate"),
+    (check_adamw_step, lambda *a: adamw_step(*a, decay_after=True), "applied after the update"),
+    (check_adamw_step, lambda *a: adamw_step(*a, eps_inside=True), "inside the square root"),
+    (check_adamw_step, lambda *a: adamw_step(*a, step_offset=1), "step + 1"),
+    (check_adamw_step, lambda *a: adamw_step(*a, return_hats=True), "came back bias-corrected"),
+    (check_adamw_step, adamw_as_the_article_writes_it, "inf or NaN"),
+    (check_adamw_step, adamw_in_place, "changed its input `param` in place"),
+    (check_adamw_step, lambda *a: adamw_step(*a)[0], "return the three new tensors"),
+    (check_lr_at, lambda *a: lr_at(*a, from_zero=True), "warmup starts at 0"),
+    (check_lr_at, lambda *a: lr_at(*a, clamp=False), "climbs again"),
+    (check_lr_at, lambda *a: lr_at(*a, floor=0.0), "decays to 0"),
+    (check_lr_at, lambda *a: lr_at(*a, linear=True), "linear"),
+    (check_lr_at, lambda *a: lr_at(*a, warmup=False), "no warmup"),
+    (check_lr_at, lambda *a: str(lr_at(*a)), "as a number"),
+    (check_lr_at, doubled_lr, "no known mistake matches"),
+]
+
+
+@pytest.mark.parametrize("check, student", CORRECT, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(CORRECT)])
+def test_check_passes_a_correct_implementation(capsys, check, student):
+    ok, out = verdict(capsys, check, student)
+    assert ok and out.startswith("✓"), out
+
+
+@pytest.mark.parametrize("check", [check_cross_entropy, check_adamw_step, check_lr_at], ids=lambda c: c.__name__)
+def test_check_on_a_stub_says_not_implemented(capsys, check):
+    ok, out = verdict(capsys, check, not_implemented)
+    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+
+
+@pytest.mark.parametrize(
+    "check, wrong, hint", PLANTED,
+    ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
+)
+def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
+    ok, out = verdict(capsys, check, wrong)
+    assert not ok and out.startswith("✗"), out
+    assert hint in out, out
+    assert "Traceback" not in out
+
+
+# ------------------------------------------------------------------------------- extra tests for 07
+
+
+def test_adamw_check_compares_with_torch_over_several_steps(capsys):
+    ok, out = verdict(capsys, check_adamw_step, adamw_step)
+    assert ok and "torch.optim.AdamW over 5 steps" in out, out
+
+
+def test_adamw_check_is_not_fooled_by_a_first_step_that_happens_to_match(capsys):
+    """1 - beta**1 == 1 - beta: a bias correction without the power is right at step 1 only."""
+
+    def no_power(param, grad, m, v, step, lr, betas, eps, weight_decay):
+        return adamw_step(param, grad, m, v, 1, lr, betas, eps, weight_decay)  # always corrects as if step were 1
+
+    ok, out = verdict(capsys, check_adamw_step, no_power)
+    assert not ok and "1 - beta**step" in out, out
+
+
+def test_training_lesson_trains_less_under_workbench_quick():
+    """The lesson reads WORKBENCH_QUICK (the tests set it) and trains in a temporary directory, not in the repo."""
+    source = "\n".join(c.source for c in nbformat.read(LESSON, as_version=4).cells if c.cell_type == "code")
+    assert 'os.environ.get("WORKBENCH_QUICK") == "1"' in source
+    assert "tempfile.mkdtemp" in source and "runs/" not in source

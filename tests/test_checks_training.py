@@ -36,36 +36,43 @@ def cross_entropy(logits, targets):
     return -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean()
 
 
-def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, *, l2=False, bias_correction=True,
-               eps_inside=False, decay_with_lr=True, decay_after=False, step_offset=0, return_hats=False):
+def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, *, l2=False, correct_m=True, correct_v=True,
+               eps_inside=False, decay_with_lr=True, decay_after=False, step_offset=0, return_hats=False,
+               swap_betas=False, sign=1.0):
     """Correct by default; each switch plants one mistake."""
     beta1, beta2 = betas
     if l2:
         grad = grad + weight_decay * param
-    m = beta1 * m + (1 - beta1) * grad
-    v = beta2 * v + (1 - beta2) * grad * grad
+    keep1, keep2 = (1 - beta1, 1 - beta2) if swap_betas else (beta1, beta2)
+    m = keep1 * m + (1 - keep1) * grad
+    v = keep2 * v + (1 - keep2) * grad * grad
     t = step + step_offset
-    m_hat = m / (1 - beta1**t) if bias_correction else m
-    v_hat = v / (1 - beta2**t) if bias_correction else v
+    m_hat = m / (1 - beta1**t) if correct_m else m
+    v_hat = v / (1 - beta2**t) if correct_v else v
     update = m_hat / (torch.sqrt(v_hat + eps) if eps_inside else torch.sqrt(v_hat) + eps)
     shrink = 1.0 if l2 else 1 - (lr * weight_decay if decay_with_lr else weight_decay)
     if return_hats:
         m, v = m_hat, v_hat
     if decay_after:
-        return (param - lr * update) * shrink, m, v
-    return param * shrink - lr * update, m, v
+        return (param - sign * lr * update) * shrink, m, v
+    return param * shrink - sign * lr * update, m, v
 
 
 def lr_at(step, lr, min_lr, warmup_steps, max_steps, *, from_zero=False, clamp=True, floor=None, linear=False,
-          warmup=True):
+          warmup=True, inclusive=False, progress_from_zero=False, no_half=False):
     """Correct by default; each switch plants one mistake."""
-    if warmup and step < warmup_steps:
+    if warmup and (step <= warmup_steps if inclusive else step < warmup_steps):
         return lr * (step if from_zero else step + 1) / warmup_steps
-    start = warmup_steps if warmup else 0
+    start = warmup_steps if warmup and not progress_from_zero else 0
     progress = (step - start) / max(1, max_steps - start)
     progress = min(1.0, progress) if clamp else progress
     low = min_lr if floor is None else floor
-    shape = 1 - progress if linear else 0.5 * (1 + math.cos(math.pi * progress))
+    if linear:
+        shape = 1 - progress
+    elif no_half:
+        shape = math.cos(math.pi * progress)
+    else:
+        shape = 0.5 * (1 + math.cos(math.pi * progress))
     return low + shape * (lr - low)
 
 
@@ -128,7 +135,12 @@ PLANTED = [
     (check_cross_entropy, lambda lg, t: cross_entropy(lg, t).item(), "not a Python float"),
     (check_cross_entropy, lambda lg, t: cross_entropy(lg.sub_(lg.amax(-1, keepdim=True)), t),
      "changed its input `logits` in place"),
-    (check_adamw_step, lambda *a: adamw_step(*a, bias_correction=False), "no bias correction"),
+    (check_adamw_step, lambda *a: adamw_step(*a, correct_m=False, correct_v=False), "no bias correction"),
+    (check_adamw_step, lambda *a: adamw_step(*a, correct_m=False), "only v is bias-corrected"),
+    (check_adamw_step, lambda *a: adamw_step(*a, correct_v=False), "only m is bias-corrected"),
+    (check_adamw_step, lambda *a: adamw_step(*a, swap_betas=True), "the betas weight the wrong terms"),
+    (check_adamw_step, lambda *a: adamw_step(*a, sign=-1.0), "goes uphill"),
+    (check_adamw_step, lambda *a: tuple(2 * t for t in adamw_step(*a)), "no known mistake matches"),
     (check_adamw_step, lambda *a: adamw_step(*a, l2=True), "added to the gradient"),
     (check_adamw_step, lambda *a: adamw_step(*a, decay_with_lr=False), "not scaled by the learning rate"),
     (check_adamw_step, lambda *a: adamw_step(*a, decay_after=True), "applied after the update"),
@@ -143,6 +155,9 @@ PLANTED = [
     (check_lr_at, lambda *a: lr_at(*a, floor=0.0), "decays to 0"),
     (check_lr_at, lambda *a: lr_at(*a, linear=True), "linear"),
     (check_lr_at, lambda *a: lr_at(*a, warmup=False), "no warmup"),
+    (check_lr_at, lambda *a: lr_at(*a, inclusive=True), "one step too long"),
+    (check_lr_at, lambda *a: lr_at(*a, progress_from_zero=True), "counted from step 0"),
+    (check_lr_at, lambda *a: lr_at(*a, no_half=True), "below min_lr"),
     (check_lr_at, lambda *a: str(lr_at(*a)), "as a number"),
     (check_lr_at, doubled_lr, "no known mistake matches"),
 ]

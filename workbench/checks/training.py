@@ -16,12 +16,11 @@ from workbench.checks.core import (
     _call_keeping_inputs,
     _close,
     _compare_tensors,
-    _matching_mistake,
     _fresh_generator,
+    _matching_mistake,
     _passed,
     run_check,
 )
-
 
 
 def check_cross_entropy(cross_entropy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:

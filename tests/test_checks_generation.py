@@ -153,6 +153,12 @@ class NoReturnCache(LayerCache):
         super().append(k, v)
 
 
+class HeadSizeLengthCache(LayerCache):
+    @property
+    def length(self):
+        return 0 if self.k is None else self.k.shape[3]
+
+
 class ClassListCache:
     """Keeps its keys in class attributes: every instance shares them."""
 
@@ -172,10 +178,11 @@ class ClassListCache:
 class CachedAttention(nn.Module):
     """Correct by default; each switch plants one mistake."""
 
-    def __init__(self, config, use_past=True, offset_mask=True, causal=True, append=True, append_twice=False):
+    def __init__(self, config, use_past=True, offset_mask=True, causal=True, append=True, append_twice=False,
+                 scaled=True):
         super().__init__()
         self.n_head, self.head_size = config.n_head, config.n_embd // config.n_head
-        self.use_past, self.offset_mask, self.causal = use_past, offset_mask, causal
+        self.use_past, self.offset_mask, self.causal, self.scaled = use_past, offset_mask, causal, scaled
         self.append, self.append_twice = append, append_twice
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
@@ -193,7 +200,7 @@ class CachedAttention(nn.Module):
         mask = torch.ones(T, Tk, dtype=torch.bool)
         if self.causal:
             mask = mask.tril(diagonal=Tk - T if self.offset_mask else 0)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)
+        scores = (q @ k.transpose(-2, -1)) / (math.sqrt(self.head_size) if self.scaled else 1.0)
         y = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -294,6 +301,8 @@ PLANTED_08 = [
     (checks.check_temperature, lambda logits, t: torch.log_softmax(logits / t, dim=-1), "log-probabilities"),
     (checks.check_temperature, lambda logits, t: torch.softmax(logits, dim=-1) / t, "probabilities were divided"),
     (checks.check_temperature, lambda logits, t: torch.softmax(logits, dim=-1), "ignored"),
+    (checks.check_temperature, lambda logits, t: torch.softmax(torch.softmax(logits, dim=-1) / t, dim=-1),
+     "applied to probabilities"),
     (checks.check_temperature, lambda logits, t: torch.exp(logits / t) / torch.exp(logits / t).sum(), "overflows"),
     (checks.check_temperature, lambda logits, t: torch.softmax(logits.div_(t), dim=-1),
      "changed its input `logits` in place"),
@@ -320,9 +329,11 @@ PLANTED_08 = [
     (checks.check_layer_cache, SwappedCache, "swapped"),
     (checks.check_layer_cache, NoReturnCache, "returned None"),
     (checks.check_layer_cache, ClassListCache, "not empty"),
+    (checks.check_layer_cache, HeadSizeLengthCache, "cache.length is"),
     (checks.check_cached_attention, lambda c: CachedAttention(c, use_past=False), "only to the new positions"),
     (checks.check_cached_attention, lambda c: CachedAttention(c, offset_mask=False), "not shifted"),
     (checks.check_cached_attention, lambda c: CachedAttention(c, causal=False), "see the future"),
+    (checks.check_cached_attention, lambda c: CachedAttention(c, scaled=False), "1/sqrt(head_size)"),
     (checks.check_cached_attention, lambda c: CachedAttention(c, append=False), "nothing was stored"),
     (checks.check_cached_attention, lambda c: CachedAttention(c, append_twice=True), "exactly once"),
     (checks.check_cached_attention, lambda c: nn.Linear(c.n_embd, c.n_embd), "no parameters named"),

@@ -124,3 +124,18 @@ def test_unsupported_gpt2_variant_is_refused():
                                     activation_function="relu", bos_token_id=0, eos_token_id=0))
     with pytest.raises(HFLoadError, match="activation_function='relu'"):
         from_hf(hf)
+
+
+def test_hub_source_prefers_the_local_cache_and_never_waits_offline(tmp_path, monkeypatch):
+    from workbench.hf import hub_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_source("gpt2", cache_dir=tmp_path) is None  # nothing cached, offline: no network attempt
+    snapshot = tmp_path / "models--gpt2" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "models--gpt2" / "refs" / "main").write_text("abc123")
+    (snapshot / "config.json").write_text("{}")
+    assert hub_source("gpt2", cache_dir=tmp_path) is None  # config without weights is not enough
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert hub_source("gpt2", cache_dir=tmp_path) == snapshot

@@ -10,6 +10,8 @@ The parameter names already match, so conversion is a key-for-key copy with two 
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +65,31 @@ def config_from_hf(hf_config: GPT2Config) -> GPTConfig:
         dropout=0.0,  # we load for inference and analysis; set model.config / modules yourself to fine-tune
         bias=True,
     )
+
+
+def hub_source(
+    model_id: str = "gpt2", timeout: float = 2.0, cache_dir: str | Path | None = None
+) -> str | Path | None:
+    """Where ``model_id`` can be loaded from without a long wait, for code that falls back when it cannot.
+
+    Returns the snapshot directory in the local Hugging Face cache when config and weights are there (loading it
+    never touches the network); else ``model_id`` itself when huggingface.co answers within ``timeout`` seconds;
+    else ``None``, also at once under ``HF_HUB_OFFLINE=1``. Without this check, ``from_pretrained`` on a machine
+    with no internet retries for about a minute before it fails.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    names = ("config.json", "model.safetensors")
+    files = [try_to_load_from_cache(model_id, name, cache_dir=cache_dir) for name in names]
+    if all(isinstance(path, str) for path in files):
+        return Path(files[0]).parent
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return None
+    return model_id
 
 
 def load_hf_model(source: str | Path) -> GPT2LMHeadModel:

@@ -13,16 +13,7 @@ import torch.nn as nn
 from workbench import checks
 from workbench.model import MLP
 
-
-def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
-    ok = check(student)
-    out = capsys.readouterr().out
-    assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
-    return ok, out
-
-
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError
+from verdicts import assert_names_mistake, not_implemented, verdict
 
 
 # ------------------------------------------------------- correct implementations, with switches for mistakes
@@ -349,10 +340,7 @@ PLANTED_08 = [
     ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED_08)],
 )
 def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    ok, out = verdict(capsys, check, wrong)
-    assert not ok and out.startswith("✗"), out
-    assert hint in out, out
-    assert "Traceback" not in out
+    assert_names_mistake(capsys, check, wrong, hint)
 
 
 def test_checks_leave_the_global_rng_alone():

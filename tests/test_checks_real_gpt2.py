@@ -15,16 +15,7 @@ from workbench import checks
 from workbench.checks.real_gpt2 import textbook_from_hf
 from workbench.model import GPT, GPTConfig
 
-
-def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
-    ok = check(student)
-    out = capsys.readouterr().out
-    assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
-    return ok, out
-
-
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError
+from verdicts import assert_names_mistake, not_implemented, verdict
 
 
 # ------------------------------------------------------- correct implementations, with switches for mistakes
@@ -222,10 +213,7 @@ PLANTED = [
     ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
 )
 def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    ok, out = verdict(capsys, check, wrong)
-    assert not ok and out.startswith("✗"), out
-    assert hint in out, out
-    assert "Traceback" not in out
+    assert_names_mistake(capsys, check, wrong, hint)
 
 
 # ------------------------------------------------------------------------ the claims the lessons rest on

@@ -13,19 +13,10 @@ import torch.nn.functional as F
 
 from workbench.checks import check_adamw_step, check_cross_entropy, check_lr_at
 
+from verdicts import assert_names_mistake, not_implemented, verdict
+
 ROOT = Path(__file__).resolve().parent.parent  # in tests/: the repository root
 LESSON = ROOT / "lessons" / "07_training.ipynb"
-
-
-def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
-    ok = check(student)
-    out = capsys.readouterr().out
-    assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
-    return ok, out
-
-
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError
 
 
 # ------------------------------------------------------------------------- correct implementations
@@ -180,10 +171,7 @@ def test_check_on_a_stub_says_not_implemented(capsys, check):
     ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
 )
 def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    ok, out = verdict(capsys, check, wrong)
-    assert not ok and out.startswith("✗"), out
-    assert hint in out, out
-    assert "Traceback" not in out
+    assert_names_mistake(capsys, check, wrong, hint)
 
 
 # ------------------------------------------------------------------------------- extra tests for 07

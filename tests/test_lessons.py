@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from workbench import checks
 from workbench.model import MLP, Attention, Block
 
+from verdicts import assert_names_mistake, not_implemented, verdict
+
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
 SOLUTIONS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
@@ -37,13 +39,6 @@ CELL_TIMEOUT_S = 120  # a lesson runs in under 2 minutes, so one cell never need
 # use ipywidgets (jupyter/nbclient#312; seen here in about 1 run in 30). A run that hangs is tried once more; a
 # run that fails any other way fails at once.
 HANG_RETRIES = 1
-
-
-def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
-    ok = check(student)
-    out = capsys.readouterr().out
-    assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
-    return ok, out
 
 
 # ------------------------------------------------------------------------- correct implementations
@@ -172,10 +167,6 @@ class TinyGPT(nn.Module):
 def count_params(L, C, V, P):
     per_block = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
     return V * C + P * C + L * per_block + 2 * C
-
-
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- part 1: the checks
@@ -319,10 +310,7 @@ PLANTED = [
     "check, wrong, hint", PLANTED, ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)]
 )
 def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    ok, out = verdict(capsys, check, wrong)
-    assert not ok and out.startswith("✗"), out
-    assert hint in out, out
-    assert "Traceback" not in out
+    assert_names_mistake(capsys, check, wrong, hint)
 
 
 # ------------------------------------------------------------------------- part 2: the notebooks

@@ -1,5 +1,258 @@
-"""Checks for lesson 09 looking inside."""
+"""Checks for lesson 09, looking inside: scores that rank attention heads, and head ablation.
+
+* :func:`check_previous_token_score` -- ``previous_token_score(attention)``: each head's mean attention to the
+  previous position;
+* :func:`check_key_attention_score` -- ``key_attention_score(attention, is_key)``: each head's mean attention on a
+  set of marked keys (line breaks, punctuation);
+* :func:`check_induction_score` -- ``induction_score(attention, period)``: each head's mean attention from ``i`` to
+  ``i - period + 1`` over the second copy of a repeated sequence;
+* :func:`check_head_ablation_effects` -- ``head_ablation_effects(model, idx, targets)``: the loss change when each
+  head alone is switched off with ``GPT.forward(..., ablate=[(layer, head)])``.
+
+The three score functions take attention patterns shaped like ``Trace.attention``, ``(L, B, H, T, T)``, and return
+``(L, H)``. Their references are written with ``Tensor.diagonal`` so that they share no code with the likely student
+solutions (a loop or fancy indexing).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []  # filled in with the lesson's check_* functions
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from workbench.checks.core import (
+    Hint,
+    Mistakes,
+    _call_keeping_inputs,
+    _compare_tensors,
+    _fresh_generator,
+    _passed,
+    _randomize,
+    run_check,
+)
+from workbench.model import GPT, GPTConfig
+
+_SCORE_SHAPE_HINT = "Return one score per (layer, head), shape (L, H): average over the batch axis and the queries."
+
+
+def _random_patterns(g: torch.Generator, L: int, B: int, H: int, T: int) -> torch.Tensor:
+    """Causal attention patterns ``(L, B, H, T, T)`` like ``Trace.attention``: every row a softmax over the keys it
+    may see, some rows spread out and some peaked, so that every entry the scores read is different."""
+    scores = torch.randn(L, B, H, T, T, generator=g) * (1.0 + 3.0 * torch.rand(L, B, H, T, 1, generator=g))
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+
+
+def _previous_token_reference(attention: torch.Tensor) -> torch.Tensor:
+    # diagonal(-1) holds attention[..., i, i - 1] for the queries i = 1 .. T-1: (L, B, H, T-1)
+    return attention.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(1, 3))
+
+
+def check_previous_token_score(previous_token_score: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """``previous_token_score(attention)``: ``(L, B, H, T, T)`` -> ``(L, H)``, each head's attention from position ``i``
+    to position ``i - 1``, averaged over the batch and the queries ``i = 1 .. T-1`` (query 0 has no previous token)."""
+
+    def body() -> str:
+        g = _fresh_generator()
+        worst = 0.0
+        shapes = ((2, 3, 4, 7), (1, 2, 3, 5), (3, 1, 2, 10))  # (L, B, H, T); L != H, so axis mix-ups change the shape
+        for L, B, H, T in shapes:
+            attention = _random_patterns(g, L, B, H, T)
+            got = _call_keeping_inputs(previous_token_score, ["attention"], attention)
+            want = _previous_token_reference(attention)
+            below = attention.diagonal(offset=-1, dim1=-2, dim2=-1)  # (L, B, H, T-1)
+            mistakes: Mistakes = {
+                "this is the main diagonal, each token's attention to itself; the previous token is one step below "
+                "it: attention[..., i, i - 1], diagonal(offset=-1)": lambda: attention.diagonal(
+                    dim1=-2, dim2=-1
+                ).mean(dim=(1, 3)),
+                "every score is 0: you read above the diagonal, attention[..., i - 1, i] (rows are queries, columns "
+                "keys), where the causal mask leaves only zeros. The previous token is below it: attention[..., i, "
+                "i - 1]": lambda: torch.zeros(L, H),
+                "query 0 was counted: it has no previous token (attention[..., 0, -1] wraps around to a masked key, "
+                "0); average over the queries 1 .. T-1 only": lambda: below.sum(-1).mean(1) / T,
+                "the scores were summed over the queries, not averaged": lambda: below.sum(-1).mean(1),
+                "the batch axis was not averaged: return (L, H), the mean over the batch (axis 1) and the queries": (
+                    lambda: below.mean(-1)
+                ),
+                "the heads were averaged away instead of the batch: attention is (layer, batch, head, query, key), "
+                "so average axis 1, keep axis 2": lambda: below.mean(dim=(2, 3)),
+                "only the first sequence of the batch was scored: average over all of them (axis 1)": lambda: below[
+                    :, 0
+                ].mean(-1),
+            }
+            worst = max(worst, _compare_tensors(got, want, mistakes, shape_hint=_SCORE_SHAPE_HINT))
+        return _passed(len(shapes), worst)
+
+    return run_check("previous_token_score", body)
+
+
+def _key_score_reference(attention: torch.Tensor, is_key: torch.Tensor) -> torch.Tensor:
+    marked = attention * is_key[None, :, None, None, :]  # (L, B, H, T, T): weights on unmarked keys zeroed
+    return marked.sum(-1).mean(dim=(1, 3))  # each query's mass on the marked keys, averaged over batch and queries
+
+
+def check_key_attention_score(key_attention_score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+    """``key_attention_score(attention, is_key)``: ``(L, B, H, T, T)`` and a bool ``(B, T)`` marking key positions ->
+    ``(L, H)``, the attention each query puts on the marked keys in total, averaged over the batch and all queries."""
+
+    def body() -> str:
+        g = _fresh_generator()
+        worst = 0.0
+        shapes = ((2, 3, 4, 8), (1, 2, 3, 6), (3, 1, 2, 11))  # (L, B, H, T)
+        for L, B, H, T in shapes:
+            attention = _random_patterns(g, L, B, H, T)
+            is_key = torch.rand(B, T, generator=g) < 0.35
+            is_key[:, 1], is_key[:, 2] = True, False  # every row has marked and unmarked keys
+            got = _call_keeping_inputs(key_attention_score, ["attention", "is_key"], attention, is_key)
+            want = _key_score_reference(attention, is_key)
+            marked = attention * is_key[None, :, None, None, :]
+            mistakes: Mistakes = {
+                "the mask marks queries here: is_key marks key positions, the last axis of attention; broadcast it as "
+                "is_key[None, :, None, None, :]": lambda: (attention * is_key[None, :, None, :, None]).sum(-1).mean(
+                    dim=(1, 3)
+                ),
+                "the weights on the marked keys were averaged; add them up: a head's share of attention on the "
+                "marked keys is the sum of its weights on them": lambda: marked.mean(-1).mean(dim=(1, 3)),
+                "the mask is inverted: this is the attention on the keys that are not marked": lambda: (
+                    _key_score_reference(attention, ~is_key)
+                ),
+                "the batch axis was not averaged: return (L, H), the mean over the batch (axis 1) and the queries": (
+                    lambda: marked.sum(-1).mean(-1)
+                ),
+                "only the first sequence of the batch was scored: average over all of them (axis 1)": lambda: marked[
+                    :, 0
+                ].sum(-1).mean(-1),
+            }
+            worst = max(worst, _compare_tensors(got, want, mistakes, shape_hint=_SCORE_SHAPE_HINT))
+        return _passed(len(shapes), worst)
+
+    return run_check("key_attention_score", body)
+
+
+def _induction_reference(attention: torch.Tensor, period: int) -> torch.Tensor:
+    # diagonal(1 - period) holds attention[..., i, i - period + 1] for i = period-1 .. T-1; drop i = period-1
+    return attention.diagonal(offset=1 - period, dim1=-2, dim2=-1)[..., 1:].mean(dim=(1, 3))
+
+
+def check_induction_score(induction_score: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
+    """``induction_score(attention, period)``: ``(L, B, H, T, T)`` -> ``(L, H)``, each head's attention from position
+    ``i`` to ``i - period + 1`` (the token after the earlier occurrence of the token at ``i``), averaged over the batch
+    and the queries ``i = period .. T-1``: the second copy of a sequence repeated with that period."""
+
+    def body() -> str:
+        g = _fresh_generator()
+        worst = 0.0
+        cases = ((2, 3, 4, 5, 10), (1, 2, 3, 8, 16), (3, 2, 2, 4, 11), (2, 1, 3, 6, 7))  # (L, B, H, period, T)
+        for L, B, H, period, T in cases:
+            attention = _random_patterns(g, L, B, H, T)
+            got = _call_keeping_inputs(induction_score, ["attention", "period"], attention, period)
+            want = _induction_reference(attention, period)
+            stripe = attention.diagonal(offset=1 - period, dim1=-2, dim2=-1)  # queries period-1 .. T-1
+            mistakes: Mistakes = {
+                "this is attention to the earlier copy of the current token itself, key i - period (a "
+                "'duplicate-token' head); an induction head attends to the token that came after it, key "
+                "i - period + 1": lambda: attention.diagonal(offset=-period, dim1=-2, dim2=-1).mean(dim=(1, 3)),
+                "the query at position period - 1 was included: it is the last token of the first copy, and key 0 has "
+                "no token before it to match. Average over the queries i = period .. T-1": lambda: stripe.mean(
+                    dim=(1, 3)
+                ),
+                "all T queries were averaged: queries before the second copy have nothing earlier to match (negative "
+                "key indices wrap around to masked keys). Average over the queries i = period .. T-1 only": lambda: (
+                    stripe.sum(-1).mean(1) / T
+                ),
+                "T // 2 was used as the period: use the `period` argument (the sequence may be longer than two "
+                "copies)": lambda: _induction_reference(attention, T // 2),
+                "the scores were summed over the queries, not averaged": lambda: stripe[..., 1:].sum(-1).mean(1),
+                "the batch axis was not averaged: return (L, H), the mean over the batch (axis 1) and the queries": (
+                    lambda: stripe[..., 1:].mean(-1)
+                ),
+            }
+            worst = max(worst, _compare_tensors(got, want, mistakes, shape_hint=_SCORE_SHAPE_HINT))
+        return _passed(len(cases), worst)
+
+    return run_check("induction_score", body)
+
+
+def _ablation_variant(
+    model: GPT,
+    idx: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    cumulative: bool = False,
+    shift: bool = False,
+    subtract: bool = True,
+) -> torch.Tensor:
+    """Loss change per head ``(L, H)`` when each head is switched off, with switches to plant one mistake at a time."""
+
+    def loss(ablate: list[tuple[int, int]]) -> float:
+        if not shift:
+            return model(idx, targets, ablate=ablate)[1].item()
+        logits = model(idx, ablate=ablate)[:, :-1]  # the targets shifted once more: each position scored a token late
+        return F.cross_entropy(logits.flatten(0, 1), targets[:, 1:].flatten()).item()
+
+    L, H = model.config.n_layer, model.config.n_head
+    base = loss([]) if subtract else 0.0
+    effects = torch.zeros(L, H)
+    off: list[tuple[int, int]] = []
+    for layer in range(L):
+        for head in range(H):
+            off = off + [(layer, head)] if cumulative else [(layer, head)]
+            effects[layer, head] = loss(off) - base
+    return effects
+
+
+def check_head_ablation_effects(head_ablation_effects: Callable[[GPT, torch.Tensor, torch.Tensor], Any]) -> bool:
+    """``head_ablation_effects(model, idx, targets)``: a ``(n_layer, n_head)`` tensor whose entry ``[l, h]`` is the mean
+    loss with head ``h`` of layer ``l`` switched off (``model(idx, targets, ablate=[(l, h)])``) minus the loss with
+    every head on. Run on small random GPTs (``n_layer != n_head``); the model must come back unchanged."""
+
+    def body() -> str:
+        g = _fresh_generator()
+        worst = 0.0
+        cases = ((2, 3, 12, 2, 9), (3, 2, 8, 3, 6))  # (n_layer, n_head, n_embd, B, T)
+        for L, H, C, B, T in cases:
+            config = GPTConfig(vocab_size=11, block_size=12, n_layer=L, n_head=H, n_embd=C)
+            model = _randomize(GPT(config), g)
+            idx = torch.randint(config.vocab_size, (B, T), generator=g)
+            targets = torch.randint(config.vocab_size, (B, T), generator=g)
+            weights = {name: value.clone() for name, value in model.state_dict().items()}
+            with torch.no_grad():
+                got = _call_keeping_inputs(head_ablation_effects, ["model", "idx", "targets"], model, idx, targets)
+                changed = [name for name, value in model.state_dict().items() if not torch.equal(value, weights[name])]
+                if changed:
+                    raise Hint(
+                        f"your code changed the model's weights ({changed[0]} ...): switch heads off with "
+                        "model(idx, targets, ablate=[(layer, head)]), which leaves the weights alone"
+                    )
+                if isinstance(got, (list, tuple)):
+                    raise Hint("return a tensor of shape (n_layer, n_head), e.g. torch.tensor(rows), not a list")
+                if isinstance(got, torch.Tensor):
+                    got = got.detach()
+                want = _ablation_variant(model, idx, targets)
+                mistakes: Mistakes = {
+                    "the sign is flipped: report the loss with the head off minus the loss with every head on, so "
+                    "that a head the model needs gets a positive number": lambda: -want,
+                    "these are the losses with each head off; subtract the loss with every head on to get the change":
+                        lambda: _ablation_variant(model, idx, targets, subtract=False),
+                    "the heads switched off piled up: each run switched off every head before it as well. Pass "
+                    "ablate=[(layer, head)] with only the current head": lambda: _ablation_variant(
+                        model, idx, targets, cumulative=True
+                    ),
+                    "rows and columns are swapped: entry [layer, head] is the effect of switching off head `head` of "
+                    "layer `layer`, so the result is (n_layer, n_head)": lambda: want.T,
+                    "the targets were shifted once more: targets[:, t] is already the token after idx[:, t]; pass "
+                    "them to the model as they are": lambda: _ablation_variant(model, idx, targets, shift=True),
+                }
+                worst = max(
+                    worst,
+                    _compare_tensors(got, want, mistakes, atol=1e-5, rtol=1e-4,
+                                     shape_hint="One loss change per (layer, head): (n_layer, n_head)."),
+                )
+        return _passed(len(cases), worst)
+
+    return run_check("head_ablation_effects", body)
+
+
+__all__ = [name for name in dir() if name.startswith("check_")]

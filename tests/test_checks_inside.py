@@ -25,18 +25,9 @@ from workbench.checks.inside import (
 )
 from workbench.model import GPT, GPTConfig
 
+from verdicts import assert_names_mistake, not_implemented, verdict
+
 LESSON = Path(__file__).resolve().parent.parent / "lessons" / "09_looking_inside.ipynb"
-
-
-def verdict(capsys: pytest.CaptureFixture[str], check, student) -> tuple[bool, str]:
-    ok = check(student)
-    out = capsys.readouterr().out
-    assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
-    return ok, out
-
-
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError
 
 
 # ------------------------------------------------------------------------- correct implementations
@@ -210,10 +201,7 @@ def test_check_on_a_stub_says_not_implemented(capsys, check):
     ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
 )
 def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    ok, out = verdict(capsys, check, wrong)
-    assert not ok and out.startswith("✗"), out
-    assert hint in out, out
-    assert "Traceback" not in out
+    assert_names_mistake(capsys, check, wrong, hint)
 
 
 # ------------------------------------------------------------------------------- extra tests for 09

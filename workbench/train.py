@@ -96,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A character model that trains in a couple of minutes on a laptop CPU, for the lessons.
     "tiny-char": dict(
         out_dir="runs/tiny-char", corpus="shakespeare-char", n_layer=4, n_head=4, n_embd=128, block_size=64,
-        batch_size=12, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, dropout=0.0, eval_every=100,
+        batch_size=12, max_steps=500, lr=2e-3, min_lr=2e-4, warmup_steps=50, dropout=0.0, eval_every=100,
         eval_batches=10, save_every=200,
     ),
 }

@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench import GPT, GPTConfig, SamplingConfig, generate, stream
-from workbench.generate import sampling_pipeline
+from workbench.generate import sampling_pipeline, top_k
 from workbench.tokenizers import CharTokenizer
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n我 爱 吃 饭\n"
@@ -103,6 +103,44 @@ def test_stream_attention_rows_equal_full_trace(char_model):
         assert [r[0].token_id for r in step.lens.after_attn] == lens.after_attn[:, 0, q].argmax(-1).tolist()
         assert step.seconds > 0
     assert worst <= 1e-5
+
+
+@pytest.mark.parametrize("shape", [(24, 50257), (50257,), (3, 5000), (2, 64 * 40 + 63), (4, 30)])
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_top_k_equals_torch_topk(shape, k):
+    torch.manual_seed(k)
+    x = torch.randn(shape)
+    values, indices = top_k(x, k)
+    expected = x.topk(k, dim=-1)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+
+
+def test_top_k_with_ties_and_masked_values_gives_topk_values():
+    x = torch.full((3, 6000), -math.inf)
+    x[0, [7, 4000, 5999]] = 2.0  # ties, in different slices and in the leftover tail
+    x[1] = torch.randint(0, 3, (6000,)).float()  # thousands of ties
+    x[2, 123] = 0.5
+    values, indices = top_k(x, 5)
+    assert torch.equal(values, x.topk(5, dim=-1).values)
+    assert torch.equal(x.gather(1, indices), values)  # the indices point at those values
+    assert all(len(set(row)) == 5 for row in indices.tolist())
+
+
+def test_lens_row_of_a_large_vocabulary_equals_full_trace():
+    """With a GPT-2-sized vocabulary the lens takes top_k's fast path: ids and probabilities still match the trace."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    prompt = [11, 2024, 50256]
+    steps = list(stream(model, None, prompt, SamplingConfig(max_new_tokens=3, temperature=1.0, seed=0)))
+    with torch.no_grad():
+        _, trace = model.run_with_trace(torch.tensor([prompt + [s.token_id for s in steps]]))
+        probs_attn, ids_attn, probs_mlp, ids_mlp = trace.logit_lens(model).top_k(5)
+    for i, step in enumerate(steps):
+        q = len(prompt) - 1 + i
+        assert [[c.token_id for c in row] for row in step.lens.after_mlp] == ids_mlp[:, 0, q].tolist()
+        assert [[c.token_id for c in row] for row in step.lens.after_attn] == ids_attn[:, 0, q].tolist()
+        got = torch.tensor([[c.prob for c in row] for row in step.lens.after_mlp])
+        assert torch.allclose(got, probs_mlp[:, 0, q], atol=1e-6)
 
 
 def test_generate_full_attention_equals_full_trace(char_model):

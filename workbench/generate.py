@@ -30,7 +30,6 @@ import torch
 
 from workbench.model import GPT
 from workbench.tokenizers import Tokenizer
-from workbench.trace import Trace
 
 DEFAULT_MAX_NEW_TOKENS_CAP = 4096
 N_CANDIDATES = 10  # candidates kept per pipeline stage and in Step.top
@@ -176,10 +175,41 @@ def _display(tok: Tokenizer | None, ids: Sequence[int]) -> list[str]:
     return tok.token_strs(list(ids)) if tok is not None else [f"[{i}]" for i in ids]
 
 
+_SLICES = 64  # top_k's number of interleaved slices per row
+
+
+def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(x, k, dim=-1)`` (values, indices; largest first) for a 1-D or 2-D ``x``, faster on CPU rows as
+    long as a vocabulary.
+
+    torch.topk walks each row serially, and on 2 cores the 2 x n_layer rows of a GPT-2 logit lens take about 1 ms,
+    as long as unembedding one row. Instead, cut each row of length V into W = V // 64 columns of an (64, W) view
+    (column j holds positions j, j + W, j + 2W, ...) and take each column's maximum: 63 elementwise maxima of
+    contiguous vectors, which vectorize. The k largest values all lie in the k columns with the largest maxima (a
+    value in any other column is beaten by those k maxima), so a topk over 64 * k gathered values (plus the
+    V - 64 * W leftover positions) gives the same values. Among equal values the indices may differ from
+    torch.topk's, which promises no order there either.
+    """
+    width = x.shape[-1] // _SLICES
+    if x.device.type != "cpu" or width < 4 * k or x.dim() > 2:
+        return x.topk(k, dim=-1)
+    rows = x.reshape(-1, x.shape[-1])  # (R, V)
+    n_rows, n_vocab = rows.shape
+    body = _SLICES * width
+    column_max = rows[:, :body].view(n_rows, _SLICES, width).amax(1)  # (R, W)
+    columns = column_max.topk(k, dim=-1).indices  # (R, k)
+    offsets = torch.arange(0, body, width)  # (64,) the positions of column 0
+    positions = (columns.unsqueeze(-1) + offsets).view(n_rows, -1)  # (R, 64 k)
+    positions = torch.cat([positions, torch.arange(body, n_vocab).expand(n_rows, -1)], dim=1)
+    best = rows.gather(1, positions).topk(k, dim=-1)
+    values, indices = best.values, positions.gather(1, best.indices)
+    return (values[0], indices[0]) if x.dim() == 1 else (values, indices)
+
+
 def _candidates(tok: Tokenizer | None, probs: torch.Tensor, n: int) -> list[Candidate]:
-    top = probs.topk(min(n, probs.numel()))
-    ids = top.indices.tolist()
-    return [Candidate(i, s, p) for i, s, p in zip(ids, _display(tok, ids), top.values.tolist())]
+    values, indices = top_k(probs, min(n, probs.numel()))
+    ids = indices.tolist()
+    return [Candidate(i, s, p) for i, s, p in zip(ids, _display(tok, ids), values.tolist())]
 
 
 def prompt_ids(model: GPT, tok: Tokenizer | None, prompt: str | Sequence[int]) -> tuple[list[int], list[str]]:
@@ -313,19 +343,20 @@ class _Decoder:
                 return self.model(idx, kv_cache=self.cache, ablate=self.ablate, last_only=True)[0, -1], None, None
             capture: dict = {}
             self.model(idx, kv_cache=self.cache, ablate=self.ablate, capture=capture, unembed=False)
-            trace = Trace.from_capture(capture)
+            # Only the last position is kept, so slice before stacking (a Trace would stack every position).
+            patterns = capture["attn.pattern"]  # L x (1, H, T_new, T)
             if self.prefill_attention is None:
-                self.prefill_attention = trace.attention[:, 0].float()  # (L, H, P, P)
-            attention = trace.attention[:, 0, :, -1].float()  # (L, H, T)
+                self.prefill_attention = torch.stack([p[0] for p in patterns]).float()  # (L, H, P, P)
+            attention = torch.stack([p[0, :, -1] for p in patterns]).float()  # (L, H, T)
             # Logit lens of the last position: 2L residual reads unembedded in one matmul, which reads the large
             # unembedding matrix once. The last read (after the last MLP) is the model's own output, so its
             # logits are the next-token logits: no separate unembedding for them.
-            reads = torch.cat([trace.resid_mid[:, 0, -1], trace.resid_post[:, 0, -1]])  # (2L, C)
+            reads = torch.stack([r[0, -1] for r in capture["resid_mid"] + capture["resid_post"]])  # (2L, C)
             lens_logits = self.model.lm_head(self.model.transformer.ln_f(reads)).float()  # (2L, vocab)
             logits = lens_logits[-1]
             lens_probs = torch.softmax(lens_logits, dim=-1)
-        top = lens_probs.topk(min(N_LENS, lens_probs.shape[-1]), dim=-1)
-        ids, probs = top.indices.tolist(), top.values.tolist()
+        values, indices = top_k(lens_probs, min(N_LENS, lens_probs.shape[-1]))
+        ids, probs = indices.tolist(), values.tolist()
         rows = [[Candidate(i, s, p) for i, s, p in zip(r, _display(self.tok, r), pr)] for r, pr in zip(ids, probs)]
         n_layer = self.model.config.n_layer
         return logits, attention, LensRow(after_attn=rows[:n_layer], after_mlp=rows[n_layer:])
@@ -335,7 +366,12 @@ class _Decoder:
         token, dists = sampling_pipeline(
             logits, self.cfg, context=self.ids[self.window_start :], banned=self.banned, generator=self.generator
         )
-        stages = [Stage(name, _candidates(self.tok, probs, N_CANDIDATES), int((probs > 0).sum())) for name, probs in dists]
+        # Greedy decoding gives three stages one and the same one-hot tensor: summarize each distinct tensor once.
+        summaries: dict[int, tuple[list[Candidate], int]] = {}
+        for _, probs in dists:
+            if id(probs) not in summaries:
+                summaries[id(probs)] = (_candidates(self.tok, probs, N_CANDIDATES), int(torch.count_nonzero(probs)))
+        stages = [Stage(name, *summaries[id(probs)]) for name, probs in dists]
         raw, final = dists[0][1], dists[-1][1]
         return token, float(raw[token]), float(final[token]), stages[0].candidates, stages
 

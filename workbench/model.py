@@ -188,7 +188,8 @@ class Attention(nn.Module):
                 )
         else:
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, nh, T, past + T)
-            scores = scores.masked_fill(~mask, float("-inf"))
+            if T > 1:  # a single new query may see every key: nothing to mask
+                scores = scores.masked_fill(~mask, float("-inf"))
             pattern = F.softmax(scores, dim=-1)
             capture["attn.pattern"] = pattern
             y = self.attn_dropout(pattern) @ v  # (B, nh, T, hs)

@@ -57,8 +57,8 @@ def tiny():
     return model, tok
 
 
-def launch(model, tok, *, concurrency: int = 4, name: str = "tiny"):
-    demo = build_app(model, tok, model_name=name, max_new_tokens_cap=CAP, concurrency=concurrency)
+def launch(model, tok, *, concurrency: int = 4, name: str = "tiny", workers: bool | None = None):
+    demo = build_app(model, tok, model_name=name, max_new_tokens_cap=CAP, concurrency=concurrency, workers=workers)
     _, url, _ = serve(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     return demo, url
 
@@ -98,6 +98,22 @@ def test_step_batches_stop_when_asked_or_closed_and_raise_the_threads_error():
         list(step_batches(slow_numbers(10, [], fail_at=3), lambda: False, frame_seconds=0.01))
 
 
+def test_step_batches_close_the_generator_they_stop():
+    """A worker process stops when its stream is closed (tests/test_workers.py): Stop must close it, not drop it."""
+    cleaned: list[bool] = []
+
+    def numbers():
+        try:
+            yield from slow_numbers(100, [])
+        finally:
+            cleaned.append(True)
+
+    steps = numbers()
+    batches = list(step_batches(steps, lambda: True, frame_seconds=0.01))
+    assert sum(map(len, batches)) == 1 and cleaned == [True]
+    del steps  # the caller still held it: the cleanup above did not wait for garbage collection
+
+
 def test_cpu_threads_one_for_a_small_model_unless_asked(tiny, monkeypatch):
     model, _ = tiny
     assert cpu_threads(model) == 1
@@ -122,7 +138,7 @@ def call(client: Client, prompt: str, n: int, seed: int | None) -> str:
     return client.predict(*args, api_name="/generate")[0]
 
 
-def test_generate_streams_and_matches_workbench_generate(server, tiny, monkeypatch):
+def test_generate_streams_and_matches_workbench_generate(tiny, monkeypatch):
     model, tok = tiny
 
     def slow_stream(*args, **kwargs):  # a tiny model is too fast to stream: make each step take 10 ms
@@ -131,11 +147,14 @@ def test_generate_streams_and_matches_workbench_generate(server, tiny, monkeypat
             yield step
 
     monkeypatch.setattr(app_module, "stream", slow_stream)
-    client = Client(server, verbose=False)
-    job = client.submit("ROMEO:", 40, SETTINGS["temperature"], SETTINGS["top_k"], SETTINGS["top_p"], 7,
-                        api_name="/generate")
-    texts = [out[0] for out in job]
-    final = job.outputs()[-1][0]
+    demo, url = launch(*tiny, workers=False)  # generating in the server's process, where the stand-in runs
+    try:
+        job = Client(url, verbose=False).submit("ROMEO:", 40, SETTINGS["temperature"], SETTINGS["top_k"],
+                                                SETTINGS["top_p"], 7, api_name="/generate")
+        texts = [out[0] for out in job]
+        final = job.outputs()[-1][0]
+    finally:
+        demo.close()
     assert final == reference(model, tok, "ROMEO:", 40, seed=7)
     assert texts[0] == reference(model, tok, "ROMEO:", 1, seed=7)  # the first token is sent on its own, at once
     partial = [t for t in texts if t != final]
@@ -190,7 +209,10 @@ def test_stop_cancels_the_generation_on_the_server(tiny, monkeypatch):
             yield step
 
     monkeypatch.setattr(app_module, "stream", counting_stream)
-    demo, url = launch(*tiny, concurrency=1)  # one worker: the next request runs only once the first has stopped
+    # One generation at a time: the next request runs only once the first has stopped. In the server's process,
+    # where the counting stand-in runs; tests/test_workers.py stops a worker process the same way (closing the
+    # iterator, which step_batches does when Stop is pressed).
+    demo, url = launch(*tiny, concurrency=1, workers=False)
     try:
         client = Client(url, verbose=False)
         job = client.submit("ROMEO:", CAP, 0.8, 10, 0.9, 0, api_name="/generate")
@@ -312,7 +334,7 @@ def test_shipped_model_serves_and_matches_generate():
 def test_serve_honours_gradio_server_port(tiny, monkeypatch):
     port = free_port()
     monkeypatch.setenv("GRADIO_SERVER_PORT", str(port))
-    demo = build_app(*tiny, model_name="tiny")
+    demo = build_app(*tiny, model_name="tiny", workers=False)
     serve(demo, prevent_thread_lock=True, quiet=True)
     try:
         assert demo.server_port == port

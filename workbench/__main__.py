@@ -45,6 +45,10 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for a model under 20M parameters, whose matrices are too "
                    "small to share between cores, so the other core serves the page; else torch's default)")
+    p.add_argument("--no-workers", dest="workers", action="store_false", default=None,
+                   help="generate on a thread of the server's process instead of in one worker process per "
+                   "concurrent generation (the default on the CPU: there the server's own Python work would "
+                   "otherwise slow the model down)")
     p.set_defaults(func=_run_app)
 
 
@@ -62,7 +66,8 @@ def _run_app(args: argparse.Namespace) -> int:
     from workbench.app import launch  # imports gradio: only for this command
 
     launch(args.model, device=args.device, host=args.host, port=args.port, share=args.share,
-           max_new_tokens_cap=args.max_new_tokens_cap, concurrency=args.concurrency, threads=args.threads)
+           max_new_tokens_cap=args.max_new_tokens_cap, concurrency=args.concurrency, threads=args.threads,
+           workers=args.workers)
     return 0
 
 

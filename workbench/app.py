@@ -1,9 +1,10 @@
 """The live app: generation streamed token by token, with every token open to inspection.
 
 ``python -m workbench app`` (or ``make app``) serves it; in a notebook, ``from workbench.app import launch;
-launch()`` shows it inline. The model is loaded once and shared by every session; a session keeps only its last
-generation (:class:`Run`): the steps' small records and each position's attention row cut to the last
-``VIEW`` keys, which is all the views draw.
+launch()`` shows it inline. The model is loaded once and shared by every session (on the CPU, generation runs in
+worker processes that share its weights, see :mod:`workbench.workers`); a session keeps only its last generation
+(:class:`Run`): the steps' small records and each position's attention row cut to the last ``VIEW`` keys, which
+is all the views draw.
 
 The Generate event is a public API (``api_name="generate"``): inputs ``(prompt, max_new_tokens, temperature,
 top_k, top_p, seed)``, first output the text generated so far, streamed. Values sent straight to the API are
@@ -24,6 +25,7 @@ import queue
 import secrets
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -38,6 +40,7 @@ from workbench import viz  # noqa: E402
 from workbench.generate import SamplingConfig, Step, generate, prompt_ids, stream  # noqa: E402
 from workbench.model import GPT  # noqa: E402
 from workbench.tokenizers import Tokenizer  # noqa: E402
+from workbench.workers import GenerationPool  # noqa: E402
 
 DEFAULT_MAX_NEW_TOKENS_CAP = 512
 DEFAULT_CONCURRENCY = 4
@@ -180,6 +183,9 @@ def step_batches(steps: Iterator[Step], should_stop: Callable[[], bool], frame_s
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
             made.put(err)
         finally:
+            close = getattr(steps, "close", None)
+            if close is not None:  # a generator left early: run its cleanup now (a worker stops and is freed)
+                close()
             made.put(_END)
 
     threading.Thread(target=produce, name="workbench-generate", daemon=True).start()
@@ -339,10 +345,18 @@ def build_app(
     model_name: str,
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
     concurrency: int = DEFAULT_CONCURRENCY,
+    workers: bool | None = None,
 ) -> gr.Blocks:
-    """The app's page and events for one loaded model, shared by every session; queue already configured."""
+    """The app's page and events for one loaded model, shared by every session; queue already configured.
+
+    ``workers``: generate in ``concurrency`` worker processes (:mod:`workbench.workers`) instead of on a thread
+    beside the server. Default: on for a CPU model, off on a GPU (whose work does not hold the interpreter).
+    """
     if tok is None:
         raise ValueError(f"{model_name} has no tokenizer saved with it, so the app cannot read a text prompt")
+    if workers is None:
+        workers = model.device.type == "cpu"
+    pool = GenerationPool(model, tok, size=concurrency, threads=torch.get_num_threads()) if workers else None
     i18n = I18N
     c = model.config
     head_labels = [f"L{layer}H{h}" for layer in range(c.n_layer) for h in range(c.n_head)]
@@ -425,7 +439,7 @@ def build_app(
             # The state gets this Run on the first frame; the Run grows in place, so later frames skip the state.
             state: Any = run
             views: tuple = (0, "", *([None] * len(plots)))  # slider, status, figures until the first redraw
-            made = stream(model, tok, run.prompt_ids, cfg)
+            made = pool.stream(run.prompt_ids, cfg) if pool else stream(model, tok, run.prompt_ids, cfg)
             for batch in step_batches(made, lambda: session in stop_requests, FRAME_SECONDS):
                 for s in batch:
                     for note in s.notes:  # the window slid
@@ -509,6 +523,8 @@ def build_app(
                          api_name="ablate")
 
     demo.queue(max_size=QUEUE_PER_WORKER * concurrency, default_concurrency_limit=concurrency)
+    if pool:
+        weakref.finalize(demo, pool.close)
     return demo
 
 
@@ -565,17 +581,20 @@ def launch(
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
     concurrency: int = DEFAULT_CONCURRENCY,
     threads: int | None = None,
+    workers: bool | None = None,
     prevent_thread_lock: bool = False,
 ) -> gr.Blocks:
     """Load ``model`` (a shipped name, one of our checkpoint dirs, an HF GPT-2 dir or hub id) and serve the app.
 
-    On the CPU, ``threads`` sets torch's thread count (see :func:`cpu_threads` for the default).
+    On the CPU, ``threads`` sets torch's thread count (see :func:`cpu_threads` for the default). ``workers``: see
+    :func:`build_app`.
     """
     from workbench.checkpoint import load_model
 
     loaded, tok = load_model(model, device=device)
     if next(loaded.parameters()).device.type == "cpu":
         torch.set_num_threads(cpu_threads(loaded, threads))
-    demo = build_app(loaded, tok, model_name=model, max_new_tokens_cap=max_new_tokens_cap, concurrency=concurrency)
+    demo = build_app(loaded, tok, model_name=model, max_new_tokens_cap=max_new_tokens_cap, concurrency=concurrency,
+                     workers=workers)
     serve(demo, host=host, port=port, share=share, prevent_thread_lock=prevent_thread_lock)
     return demo

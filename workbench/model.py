@@ -98,6 +98,11 @@ class Linear(nn.Linear):
             return torch.ops.mkldnn._linear_pointwise(x, self._packed[1], self.bias, "none", [], "")
         return super().forward(x)
 
+    def __getstate__(self) -> dict:
+        # The packed copy is a cache (and an oneDNN tensor, which cannot be pickled): a copy of the model sent to
+        # another process packs its own on first use.
+        return {**super().__getstate__(), "_packed": None}
+
 
 class KVCache:
     """Keys and values of every layer for the positions seen so far, preallocated to the full context.

@@ -1,0 +1,67 @@
+"""Generation in worker processes: the same steps as in-process, early close frees the worker, errors stay local."""
+
+import pytest
+import torch
+
+from workbench import GPT, GPTConfig, SamplingConfig, stream
+from workbench.tokenizers import CharTokenizer
+from workbench.workers import GenerationPool
+
+TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+
+
+@pytest.fixture(scope="module")
+def pool_and_model():
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    pool = GenerationPool(model, tok, size=1)
+    yield pool, model, tok
+    pool.close()
+
+
+def test_worker_steps_equal_in_process_steps(pool_and_model):
+    pool, model, tok = pool_and_model
+    cfg = SamplingConfig(max_new_tokens=40, temperature=0.9, top_k=10, seed=5)  # slides the 32-token window
+    here = list(stream(model, tok, tok.encode("ROMEO:"), cfg))
+    there = list(pool.stream(tok.encode("ROMEO:"), cfg))
+    assert [s.token_id for s in there] == [s.token_id for s in here]
+    assert [s.notes for s in there] == [s.notes for s in here]
+    for a, b in zip(there, here):
+        assert torch.equal(a.attention, b.attention)
+        assert a.lens == b.lens and a.stages == b.stages
+
+
+def test_closing_early_stops_the_worker_and_frees_it(pool_and_model):
+    pool, model, tok = pool_and_model
+    cfg = SamplingConfig(max_new_tokens=200, seed=1)
+    steps = pool.stream(tok.encode("ROMEO:"), cfg)
+    first = [next(steps).token_id for _ in range(3)]
+    steps.close()
+    # The pool has one worker: this request gets it only if the closed one gave it back.
+    again = [s.token_id for s in pool.stream(tok.encode("ROMEO:"), SamplingConfig(max_new_tokens=3, seed=1))]
+    assert again == first
+
+
+def test_an_error_fails_one_request_and_the_next_succeeds(pool_and_model):
+    pool, model, tok = pool_and_model
+    cfg = SamplingConfig(max_new_tokens=5, seed=0)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        list(pool.stream([10_000], cfg))
+    assert len(list(pool.stream(tok.encode("R"), cfg))) == 5
+
+
+def test_a_dead_worker_is_replaced(pool_and_model):
+    pool, model, tok = pool_and_model
+    pool._workers[0].process.kill()
+    pool._workers[0].process.join()
+    with pytest.raises(RuntimeError, match="worker stopped unexpectedly"):
+        list(pool.stream(tok.encode("R"), SamplingConfig(max_new_tokens=5, seed=0)))
+    expected = [s.token_id for s in stream(model, tok, tok.encode("R"), SamplingConfig(max_new_tokens=5, seed=0))]
+    assert [s.token_id for s in pool.stream(tok.encode("R"), SamplingConfig(max_new_tokens=5, seed=0))] == expected
+
+
+def test_gpu_models_are_refused():
+    model = GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, n_embd=4)).to("meta")
+    with pytest.raises(ValueError, match="CPU models"):
+        GenerationPool(model, None, size=1)

@@ -65,3 +65,12 @@ def test_gpu_models_are_refused():
     model = GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, n_embd=4)).to("meta")
     with pytest.raises(ValueError, match="CPU models"):
         GenerationPool(model, None, size=1)
+
+
+
+def test_a_worker_whose_server_is_gone_exits_quietly(pool_and_model):
+    _, model, tok = pool_and_model
+    worker = GenerationPool(model, tok, size=1)._workers[0]
+    worker.conn.close()  # what the worker sees when the server process ends without saying goodbye
+    worker.process.join(timeout=60)
+    assert worker.process.exitcode == 0  # no traceback, no error code

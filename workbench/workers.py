@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import queue
+import signal
 import threading
 from typing import Iterator, Sequence
 
@@ -30,9 +31,14 @@ _END = "end"  # what a worker sends after a generation's last step (or its error
 
 def _work(conn, stop: threading.Event, model: GPT, tok: Tokenizer | None, threads: int) -> None:
     """A worker's loop: one generation per request, each step sent as soon as it exists."""
+    # Ctrl+C in a terminal reaches the whole process group: the server handles it and ends its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     while True:
-        request = conn.recv()
+        try:
+            request = conn.recv()
+        except EOFError:  # the server is gone: nothing left to serve
+            return
         if request is None:
             return
         prompt, cfg = request

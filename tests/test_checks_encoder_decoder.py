@@ -16,7 +16,7 @@ import torch.nn as nn
 from workbench.checks import check_cross_attention, check_prompt_example
 from workbench.checks.encoder_decoder import _cross_attention_variant
 
-from verdicts import assert_names_mistake, not_implemented, verdict
+from verdicts import not_implemented, planted_mistake_test, verdict
 
 ROOT = Path(__file__).resolve().parent.parent  # in tests/: the repository root
 LESSON = ROOT / "lessons" / "10_encoder_decoder.ipynb"
@@ -162,12 +162,7 @@ PLANTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "check, wrong, hint", PLANTED,
-    ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
-)
-def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    assert_names_mistake(capsys, check, wrong, hint)
+test_check_names_the_planted_mistake = planted_mistake_test(PLANTED)
 
 
 # --------------------------------------------------------------------------- extra tests

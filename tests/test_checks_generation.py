@@ -13,7 +13,7 @@ import torch.nn as nn
 from workbench import checks
 from workbench.model import MLP
 
-from verdicts import assert_names_mistake, not_implemented, verdict
+from verdicts import not_implemented, planted_mistake_test, verdict
 
 
 # ------------------------------------------------------- correct implementations, with switches for mistakes
@@ -335,12 +335,7 @@ PLANTED_08 = [
 ]
 
 
-@pytest.mark.parametrize(
-    "check, wrong, hint", PLANTED_08,
-    ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED_08)],
-)
-def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    assert_names_mistake(capsys, check, wrong, hint)
+test_check_names_the_planted_mistake = planted_mistake_test(PLANTED_08)
 
 
 def test_checks_leave_the_global_rng_alone():

@@ -25,7 +25,7 @@ from workbench.checks.inside import (
 )
 from workbench.model import GPT, GPTConfig
 
-from verdicts import assert_names_mistake, not_implemented, verdict
+from verdicts import not_implemented, planted_mistake_test, verdict
 
 LESSON = Path(__file__).resolve().parent.parent / "lessons" / "09_looking_inside.ipynb"
 
@@ -196,12 +196,7 @@ def test_check_on_a_stub_says_not_implemented(capsys, check):
     assert not ok and "not implemented yet" in out and out.startswith("○"), out
 
 
-@pytest.mark.parametrize(
-    "check, wrong, hint", PLANTED,
-    ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
-)
-def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    assert_names_mistake(capsys, check, wrong, hint)
+test_check_names_the_planted_mistake = planted_mistake_test(PLANTED)
 
 
 # ------------------------------------------------------------------------------- extra tests for 09

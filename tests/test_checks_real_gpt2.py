@@ -15,7 +15,7 @@ from workbench import checks
 from workbench.checks.real_gpt2 import textbook_from_hf
 from workbench.model import GPT, GPTConfig
 
-from verdicts import assert_names_mistake, not_implemented, verdict
+from verdicts import not_implemented, planted_mistake_test, verdict
 
 
 # ------------------------------------------------------- correct implementations, with switches for mistakes
@@ -208,12 +208,7 @@ PLANTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "check, wrong, hint", PLANTED,
-    ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(PLANTED)],
-)
-def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    assert_names_mistake(capsys, check, wrong, hint)
+test_check_names_the_planted_mistake = planted_mistake_test(PLANTED)
 
 
 # ------------------------------------------------------------------------ the claims the lessons rest on

@@ -27,3 +27,19 @@ def assert_names_mistake(capsys: pytest.CaptureFixture[str], check: Callable[[An
     assert not ok and out.startswith("✗"), out
     assert hint in out, out
     assert "Traceback" not in out
+
+
+def planted_mistake_test(planted: list[tuple[Callable[[Any], bool], Any, str]]) -> Callable[..., None]:
+    """The test that every ``(check, wrong, hint)`` in ``planted`` fails ``wrong`` naming its hint (see
+    :func:`assert_names_mistake`), parametrized with readable ids. Assign it to ``test_check_names_the_planted_mistake``
+    in the lesson's test module."""
+
+    @pytest.mark.parametrize(
+        "check, wrong, hint", planted,
+        ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(planted)],
+    )
+    def test_check_names_the_planted_mistake(capsys: pytest.CaptureFixture[str], check: Callable[[Any], bool],
+                                             wrong: Any, hint: str) -> None:
+        assert_names_mistake(capsys, check, wrong, hint)
+
+    return test_check_names_the_planted_mistake

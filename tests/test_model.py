@@ -21,7 +21,7 @@ def make(config: GPTConfig, seed: int = 0) -> GPT:
     return GPT(config).eval()
 
 
-@pytest.mark.parametrize("field,value", [("n_layer", 0), ("vocab_size", -3), ("n_head", 2.5), ("dropout", 1.0)])
+@pytest.mark.parametrize("field,value", [("n_layer", 0), ("vocab_size", -3), ("n_head", 2.5), ("dropout", 1.0), ("attn_dropout", -0.1)])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         GPTConfig(**{field: value})
@@ -223,8 +223,9 @@ def test_last_only_gives_the_last_row():
         torch.testing.assert_close(model(idx, last_only=True), model(idx)[:, -1:])
 
 
-def test_dropout_only_in_training():
-    config = GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.3)
+@pytest.mark.parametrize("dropouts", [dict(dropout=0.3), dict(attn_dropout=0.3)])
+def test_dropout_only_in_training(dropouts):
+    config = GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, **dropouts)
     model = make(config)
     idx = torch.randint(0, 40, (2, 16))
     with torch.no_grad():

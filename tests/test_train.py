@@ -92,6 +92,29 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(p, q, atol=1e-6), name
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_cpu_only_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: native)
+    x, w = torch.randn(3, 8), torch.randn(4, 8)
+    if native:
+        with train_mod.bf16_autocast(torch.device("cpu")):
+            assert torch.nn.functional.linear(x, w).dtype == torch.bfloat16
+    else:
+        with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+            context = train_mod.bf16_autocast(torch.device("cpu"))
+        with context:
+            assert torch.nn.functional.linear(x, w).dtype == torch.float32
+
+
+def test_bf16_training_keeps_fp32_weights(tmp_path):
+    result = train(tiny(tmp_path, bf16=True, max_steps=4), progress=False)
+    assert all(0 < loss < 10 for loss in losses(tmp_path).values())
+    from safetensors.torch import load_file
+
+    weights = load_file(result.checkpoint / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+
+
 def test_resume_without_checkpoint_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny(tmp_path), resume=True, progress=False)

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,7 +54,8 @@ class TrainConfig:
     n_head: int = _opt(8, "attention heads per block")
     n_embd: int = _opt(256, "model width")
     block_size: int = _opt(256, "context length in tokens")
-    dropout: float = _opt(0.1, "dropout on attention, residual branches and embeddings")
+    dropout: float = _opt(0.1, "dropout on residual branches and embeddings")
+    attn_dropout: float = _opt(0.0, "dropout on the attention weights (> 0 makes a CPU step ~1.7x slower)")
     bias: bool = _opt(True, "biases in Linear and LayerNorm (GPT-2 has them)")
     batch_size: int = _opt(16, "sequences per micro-batch (per process)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
@@ -71,7 +73,7 @@ class TrainConfig:
     log_every: int = _opt(10, "metrics.jsonl line every N steps")
     seed: int = _opt(1337, "seeds weights, batches and dropout")
     device: str = _opt("auto", "auto (CUDA if present), cpu, cuda")
-    bf16: bool = _opt(False, "bfloat16 autocast (CUDA)")
+    bf16: bool = _opt(False, "bfloat16 autocast: on CUDA, and on CPUs with bf16 instructions (else fp32, with a warning)")
     compile: bool = _opt(False, "torch.compile the model (slow start, faster steps on GPU)")
     threads: int = _opt(0, "torch CPU threads; 0 = torch's default")
 
@@ -92,7 +94,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The shipped model (assets/models/shakespeare): `make train-default`. 6 layers x 6 heads x 192 wide: at a
     # fixed 75 minutes on 2 CPU cores, a narrower model that sees more tokens (~3,400 tokens/s, 3,600 steps x
     # 16 x 256 tokens, ~10 passes over the plays) reads the held-out plays better than a 256-wide one that sees fewer.
-    "default": dict(out_dir="runs/shakespeare", n_head=6, n_embd=192, lr=2e-3, max_steps=3600),
+    "default": dict(out_dir="runs/shakespeare", n_head=6, n_embd=192, lr=2e-3, max_steps=5500, bf16=True),
     # A character model that trains in a couple of minutes on a laptop CPU, for the lessons.
     "tiny-char": dict(
         out_dir="runs/tiny-char", corpus="shakespeare-char", n_layer=4, n_head=4, n_embd=128, block_size=64,
@@ -122,6 +124,20 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN can multiply bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def bf16_autocast(device: torch.device) -> Any:
+    """bfloat16 autocast for ``device``: always on CUDA; on the CPU only where :func:`cpu_has_bf16` (a 1.3x faster
+    step for the default model on the reference machine), since emulated bf16 is slower than fp32."""
+    if device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn("bf16: this CPU has no bfloat16 instructions; training in fp32 instead", stacklevel=2)
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
@@ -306,7 +322,7 @@ def train(
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
     run_dir = Path(cfg.out_dir)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda" else nullcontext()
+    autocast = bf16_autocast(device) if cfg.bf16 else nullcontext()
 
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
@@ -316,7 +332,8 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)).to(device)
+                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attn_dropout=cfg.attn_dropout,
+                          bias=cfg.bias)).to(device)
     optimizer = make_optimizer(model, cfg, fused=device.type == "cuda")
     batch_rng = torch.Generator().manual_seed(cfg.seed + 1000 * ddp.rank)  # each process sees different windows
     start_step = 0
@@ -441,7 +458,8 @@ def write_model_card(cfg: TrainConfig, checkpoint: Path, export_dir: str | Path,
         f"| tokenizer | byte-level BPE, {tok.vocab_size} tokens, trained on the training plays |" if cfg.corpus == "shakespeare-bpe"
         else f"| tokenizer | characters, {tok.vocab_size} tokens |",
         f"| training | {step} steps x {cfg.batch_size * cfg.grad_accum} sequences x {cfg.block_size} tokens, AdamW "
-        f"lr {cfg.lr} (warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), weight decay {cfg.weight_decay}, dropout {cfg.dropout} |",
+        f"lr {cfg.lr} (warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), weight decay {cfg.weight_decay}, dropout {cfg.dropout} "
+        f"(attention {cfg.attn_dropout}){', bf16 autocast' if cfg.bf16 else ''} |",
         f"| **held-out loss** | **{per_token:.4f} nats per token, {per_char:.4f} nats per character** "
         f"({len(val_ids):,} tokens, {val_chars:,} characters, every token scored once) |",
         f"| wall time | {wall_seconds / 60:.1f} minutes (median {tok_s[len(tok_s) // 2]:,.0f} tokens/s) |",

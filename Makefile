@@ -35,7 +35,7 @@ lab: setup
 exercises: setup
 	$(BIN)/python lessons/make_exercises.py
 
-# The shipped model: trains from scratch (about 75 minutes on 2 CPU cores) and writes assets/models/shakespeare.
+# The shipped model: trains from scratch (about 72 minutes on 2 CPU cores) and writes assets/models/shakespeare.
 train-default: setup
 	$(BIN)/python -m workbench train --preset default --out-dir runs/shakespeare --export assets/models/shakespeare
 

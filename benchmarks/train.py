@@ -6,6 +6,9 @@ gradient clipping, AdamW); the median step time after a warm-up gives tokens/s. 
 its preset trains it: dropout 0.1 on embeddings and residual branches, none on the attention weights, bfloat16
 autocast where the CPU has bf16 instructions (both models under the same autocast).
 
+``--recipes`` also times our step of the default config under the recipes it was trained with, alternating: the
+previous one (fp32, dropout 0.1 everywhere) and the preset's (no attention dropout; bf16 autocast).
+
 Usage: ``python benchmarks/train.py`` (``--help`` for options).
 """
 
@@ -19,7 +22,7 @@ from contextlib import nullcontext
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from workbench import GPT
+from workbench import GPT, GPTConfig
 from workbench.train import TrainConfig, bf16_autocast, make_optimizer
 
 CONFIGS = {
@@ -45,11 +48,47 @@ def step_fn(model, optimizer, x, y, hf: bool, autocast):
     return step
 
 
+def compare_recipes(n_steps: int) -> None:
+    """Our default-config training step under each recipe, alternating, median step time."""
+    layers, heads, width, ctx, batch = CONFIGS["default (shipped model)"][:5]
+    vocab = VOCAB["default (shipped model)"]
+    recipes = {  # name: (attention dropout, bf16 autocast); dropout 0.1 on embeddings and residual branches
+        "fp32, attention dropout 0.1 (previous)": (0.1, False),
+        "fp32, no attention dropout": (0.0, False),
+        "bf16 autocast, no attention dropout (preset)": (0.0, True),
+    }
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (batch, ctx), generator=g)
+    y = torch.randint(0, vocab, (batch, ctx), generator=g)
+    steps = {}
+    for name, (attn_dropout, bf16) in recipes.items():
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=vocab, block_size=ctx, n_layer=layers, n_head=heads, n_embd=width,
+                              dropout=0.1, attn_dropout=attn_dropout)).train()
+        autocast = bf16_autocast(torch.device("cpu")) if bf16 else nullcontext()
+        steps[name] = step_fn(model, make_optimizer(model, TrainConfig(lr=1e-3)), x, y, hf=False, autocast=autocast)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for fn in steps.values():  # warm-up
+        fn()
+    for _ in range(n_steps):
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    base = statistics.median(times[next(iter(times))])
+    print(f"\n| default config, our step | ms | tok/s | speed-up |\n|---|---:|---:|---:|")
+    for k, ts in times.items():
+        ms = statistics.median(ts)
+        print(f"| {k} | {ms * 1e3:.0f} | {batch * ctx / ms:,.0f} | {base / ms:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model and config (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--only", choices=sorted(CONFIGS), default=None, help="run one config only")
+    parser.add_argument("--recipes", action="store_true",
+                        help="also time our default-config step under the previous and the preset's training recipe")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,6 +131,8 @@ def main() -> None:
         precision = ", bf16 autocast" if isinstance(autocast, torch.autocast) else ""
         print(f"| {name}: {layers}x{heads}x{width}, ctx {ctx}, batch {batch}{precision} | {ours_tps:,.0f} | {hf_tps:,.0f} | "
               f"{ours_tps / hf_tps:.2f}x |")
+    if args.recipes:
+        compare_recipes(args.steps)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class GPTConfig:
     n_embd: int = 768  # model width d_model; each head has n_embd // n_head dimensions
     dropout: float = 0.0  # on embeddings and residual branches; 0.1 when GPT-2 was trained, 0 for inference
     # On the attention weights (GPT-2 trained with 0.1). Separate because it is expensive on the CPU: any value > 0
-    # takes scaled_dot_product_attention off its fused kernel, and a training step gets about 1.7x slower.
+    # takes scaled_dot_product_attention off its fused kernel, and a training step gets about 1.5x slower.
     attn_dropout: float = 0.0
     bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm; False is slightly faster to train
 

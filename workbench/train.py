@@ -55,7 +55,7 @@ class TrainConfig:
     n_embd: int = _opt(256, "model width")
     block_size: int = _opt(256, "context length in tokens")
     dropout: float = _opt(0.1, "dropout on residual branches and embeddings")
-    attn_dropout: float = _opt(0.0, "dropout on the attention weights (> 0 makes a CPU step ~1.7x slower)")
+    attn_dropout: float = _opt(0.0, "dropout on the attention weights (> 0 makes a CPU step ~1.5x slower)")
     bias: bool = _opt(True, "biases in Linear and LayerNorm (GPT-2 has them)")
     batch_size: int = _opt(16, "sequences per micro-batch (per process)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")

@@ -48,6 +48,21 @@ def step_fn(model, optimizer, x, y, hf: bool, autocast):
     return step
 
 
+def median_step_times(steps: dict, n_steps: int) -> dict[str, float]:
+    """Median seconds per call of each step function, after two warm-up calls each, calls alternating so that drift
+    in machine speed hits every contender alike."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for fn in steps.values():
+        fn()
+        fn()
+    for _ in range(n_steps):
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(ts) for k, ts in times.items()}
+
+
 def compare_recipes(n_steps: int) -> None:
     """Our default-config training step under each recipe, alternating, median step time."""
     layers, heads, width, ctx, batch = CONFIGS["default (shipped model)"][:5]
@@ -67,18 +82,10 @@ def compare_recipes(n_steps: int) -> None:
                               dropout=0.1, attn_dropout=attn_dropout)).train()
         autocast = bf16_autocast(torch.device("cpu")) if bf16 else nullcontext()
         steps[name] = step_fn(model, make_optimizer(model, TrainConfig(lr=1e-3)), x, y, hf=False, autocast=autocast)
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for fn in steps.values():  # warm-up
-        fn()
-    for _ in range(n_steps):
-        for k, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    base = statistics.median(times[next(iter(times))])
+    medians = median_step_times(steps, n_steps)
+    base = medians[next(iter(medians))]
     print(f"\n| default config, our step | ms | tok/s | speed-up |\n|---|---:|---:|---:|")
-    for k, ts in times.items():
-        ms = statistics.median(ts)
+    for k, ms in medians.items():
         print(f"| {k} | {ms * 1e3:.0f} | {batch * ctx / ms:,.0f} | {base / ms:.2f}x |")
 
 
@@ -116,18 +123,9 @@ def main() -> None:
             "ours": step_fn(ours, make_optimizer(ours, opt_cfg), x, y, hf=False, autocast=autocast),
             "hf": step_fn(hf, make_optimizer(hf, opt_cfg), x, y, hf=True, autocast=autocast),
         }
-        times: dict[str, list[float]] = {k: [] for k in steps}
-        for fn in steps.values():  # warm-up
-            fn()
-            fn()
-        for _ in range(args.steps):
-            for k, fn in steps.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
+        medians = median_step_times(steps, args.steps)
         tok = batch * ctx
-        ours_tps = tok / statistics.median(times["ours"])
-        hf_tps = tok / statistics.median(times["hf"])
+        ours_tps, hf_tps = tok / medians["ours"], tok / medians["hf"]
         precision = ", bf16 autocast" if isinstance(autocast, torch.autocast) else ""
         print(f"| {name}: {layers}x{heads}x{width}, ctx {ctx}, batch {batch}{precision} | {ours_tps:,.0f} | {hf_tps:,.0f} | "
               f"{ours_tps / hf_tps:.2f}x |")

@@ -79,6 +79,17 @@ def test_greedy_pipeline_is_one_hot_argmax():
     assert dists[-1][1].tolist() == [0.0, 1.0, 0.0, 0.0]
 
 
+def test_greedy_steps_summarize_the_one_hot_stages_as_the_picked_token(char_model):
+    model, tok = char_model
+    for step in stream(model, tok, "ROMEO:\n", SamplingConfig(max_new_tokens=5, temperature=0)):
+        raw, *after = step.stages
+        assert raw.candidates[0].token_id == step.token_id and raw.kept > 1
+        for stage in after:
+            assert [(c.token_id, c.prob) for c in stage.candidates] == [(step.token_id, 1.0)]
+            assert stage.kept == 1
+        assert step.sampled_prob == 1.0
+
+
 def test_top_p_one_token_when_dominant():
     logits = torch.tensor([10.0, 0.0, 0.0, 0.0])
     _, dists = sampling_pipeline(logits, SamplingConfig(top_p=0.5))

@@ -366,8 +366,11 @@ class _Decoder:
         token, dists = sampling_pipeline(
             logits, self.cfg, context=self.ids[self.window_start :], banned=self.banned, generator=self.generator
         )
-        # Greedy decoding gives three stages one and the same one-hot tensor: summarize each distinct tensor once.
+        # Greedy decoding gives three stages one and the same one-hot tensor: summarize each distinct tensor once,
+        # and that one without scanning the vocabulary: it holds the picked token alone, at probability 1.
         summaries: dict[int, tuple[list[Candidate], int]] = {}
+        if self.cfg.temperature == 0:
+            summaries[id(dists[-1][1])] = ([Candidate(token, _display(self.tok, [token])[0], 1.0)], 1)
         for _, probs in dists:
             if id(probs) not in summaries:
                 summaries[id(probs)] = (_candidates(self.tok, probs, N_CANDIDATES), int(torch.count_nonzero(probs)))

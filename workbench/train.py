@@ -94,7 +94,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The shipped model (assets/models/shakespeare): `make train-default`, 72 minutes on 2 CPU cores. 6 layers x 6
     # heads x 192 wide: at a fixed time budget, a narrower model that sees more tokens read the held-out plays better
     # than a 256-wide one that sees fewer. bf16 autocast and no attention dropout make a step 2x faster (about
-    # 5,400 tokens/s): 5,500 steps x 16 x 256 tokens, ~15 passes over the plays.
+    # 5,400 tokens/s): 5,500 steps x 16 x 256 tokens, ~15 passes over the plays. Dropout 0.1 beat both 0.2 (behind all
+    # the way) and 0 (ahead early, then overfitting) in validation loss.
     "default": dict(out_dir="runs/shakespeare", n_head=6, n_embd=192, lr=2e-3, max_steps=5500, bf16=True),
     # A character model that trains in a couple of minutes on a laptop CPU, for the lessons.
     "tiny-char": dict(

@@ -250,11 +250,12 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_packed_cpu_inference_path_equals_nn_linear_and_follows_weight_updates():
+def test_packed_cpu_inference_path_equals_nn_linear_and_follows_weight_updates(monkeypatch):
     from workbench.model import Linear
 
     if not Linear.packed_cpu_inference:
         pytest.fail("oneDNN is not available in this torch build: the fast CPU path would be untested")
+    monkeypatch.setattr(Linear, "packed_min_elements", 0)  # pack even this small weight
     layer = Linear(16, 24)
     x = torch.randn(3, 5, 16)
     with torch.no_grad():
@@ -271,9 +272,24 @@ def test_packed_cpu_inference_path_equals_nn_linear_and_follows_weight_updates()
     assert out.requires_grad
 
 
+def test_one_row_times_a_small_weight_skips_the_packed_path():
+    from workbench.model import Linear
+
+    small, large = Linear(192, 576), Linear(768, 768)  # 110,592 and 589,824 elements, either side of the bound
+    with torch.inference_mode():
+        for layer in (small, large):
+            x = torch.randn(1, 1, layer.in_features)
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-4, rtol=1e-5)
+        assert small._packed is None
+        assert large._packed is not None or not Linear.packed_cpu_inference
+        small(torch.randn(1, 3, 192))  # several rows (a prompt) are packed whatever the weight's size
+        assert small._packed is not None or not Linear.packed_cpu_inference
+
+
 def test_packed_path_can_be_switched_off(monkeypatch):
     from workbench.model import Linear
 
+    monkeypatch.setattr(Linear, "packed_min_elements", 0)  # the test model's weights are all small
     model = make(SHAPES[0])
     idx = torch.randint(0, 97, (2, 12))
     with torch.no_grad():

@@ -418,6 +418,7 @@ def build_app(
             top_p: Any,
             seed: Any,
             view: dict,
+            previous: Run | None,
             request: gr.Request,
         ) -> Iterator[tuple]:
             """Stream one generation.
@@ -453,6 +454,9 @@ def build_app(
                     drawing += draw_at - now
                 yield (tok.decode(run.token_ids), tokens_value(run), state, *frame_views)
                 state = gr.skip()
+                # The first frame replaced the session's last Run; freeing its thousands of objects takes a few
+                # milliseconds, which are spent here, after the first token went out, not before.
+                previous = None
             stop_requests.discard(session)
             final, _ = draw(run, view, status_line(run, time.perf_counter() - started, True))
             yield (tok.decode(run.token_ids), tokens_value(run), run, *final)
@@ -467,7 +471,7 @@ def build_app(
 
         gen_event = go_btn.click(
             on_generate,
-            inputs=[prompt, max_new, temperature, top_k, top_p, seed, view_state],
+            inputs=[prompt, max_new, temperature, top_k, top_p, seed, view_state, run_state],
             outputs=[text, tokens, run_state, step, status, *plots],
             api_name="generate",
         )

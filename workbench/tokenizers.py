@@ -161,6 +161,7 @@ class _ByteLevelBPE:
 
     def __init__(self, tk: _HFTokenizer):
         self._tk = tk
+        self._shown: dict[int, str] = {}  # display strings made so far: generation shows dozens of ids per step
 
     @property
     def vocab_size(self) -> int:
@@ -185,18 +186,22 @@ class _ByteLevelBPE:
 
     def token_strs(self, ids: Sequence[int]) -> list[str]:
         """One display string per id (see the module docstring for the conventions)."""
-        special = set(self._tk.get_added_tokens_decoder())
-        u2b = _unicode_to_byte()
         out = []
         for i in _ids(ids):
-            tok = self._tk.id_to_token(i)
-            if tok is None:
-                raise ValueError(f"token id {i} out of range 0..{self.vocab_size - 1}")
-            if i in special or any(ch not in u2b for ch in tok):
-                out.append(tok)
-            else:
-                out.append(bytes(u2b[ch] for ch in tok).decode("utf-8", errors="workbench.hexbytes"))
+            s = self._shown.get(i)
+            if s is None:
+                s = self._shown[i] = self._display(i)
+            out.append(s)
         return out
+
+    def _display(self, i: int) -> str:
+        tok = self._tk.id_to_token(i)
+        if tok is None:
+            raise ValueError(f"token id {i} out of range 0..{self.vocab_size - 1}")
+        u2b = _unicode_to_byte()
+        if i in self._tk.get_added_tokens_decoder() or any(ch not in u2b for ch in tok):
+            return tok
+        return bytes(u2b[ch] for ch in tok).decode("utf-8", errors="workbench.hexbytes")
 
 
 class BPETokenizer(_ByteLevelBPE):

@@ -80,6 +80,14 @@ def test_step_batches_keep_order_and_group_what_was_made_meanwhile():
     assert max(len(b) for b in batches) > 1  # steps made 10 ms apart share 50 ms frames
 
 
+def test_step_batches_send_the_last_steps_without_waiting_for_the_frame():
+    start = time.perf_counter()
+    batches = list(step_batches(slow_numbers(3, []), lambda: False, frame_seconds=5.0))
+    # The first step goes at once; the other two, once the generator ends, not 5 s after the first frame.
+    assert batches == [[0], [1, 2]]
+    assert time.perf_counter() - start < 2.5
+
+
 def test_step_batches_stop_when_asked_or_closed_and_raise_the_threads_error():
     made: list[int] = []
     got = [i for b in step_batches(slow_numbers(100, made), lambda: len(made) >= 5, frame_seconds=0.01) for i in b]

@@ -167,7 +167,7 @@ def step_batches(steps: Iterator[Step], should_stop: Callable[[], bool], frame_s
     """Run ``steps`` on a thread of its own and yield the steps made so far, at most once per ``frame_seconds``.
 
     The model keeps generating while the server turns the last batch into a frame and sends it: the two overlap
-    instead of taking turns. The first step comes out as soon as it exists. ``should_stop`` is asked after every
+    instead of taking turns. The first step comes out as soon as it exists, and so do the last ones. ``should_stop`` is asked after every
     step; closing this generator (a cancelled or vanished client) also stops the thread after its current step.
     An exception in the thread is raised here.
     """
@@ -192,10 +192,15 @@ def step_batches(steps: Iterator[Step], should_stop: Callable[[], bool], frame_s
     frame_at = -float("inf")
     try:
         while True:
-            time.sleep(max(0.0, frame_at + frame_seconds - time.perf_counter()))
             batch = [made.get()]
-            while not made.empty():
-                batch.append(made.get())
+            # Gather steps until the frame is due; the end (or an error) goes out at once, so the last tokens
+            # do not wait out a frame interval.
+            while batch[-1] is not _END and not isinstance(batch[-1], BaseException):
+                wait = frame_at + frame_seconds - time.perf_counter()
+                try:
+                    batch.append(made.get(timeout=wait) if wait > 0 else made.get_nowait())
+                except queue.Empty:
+                    break
             frame_at = time.perf_counter()
             for item in batch:
                 if isinstance(item, BaseException):

@@ -81,6 +81,12 @@ def test_step_batches_keep_order_and_group_what_was_made_meanwhile():
     assert max(len(b) for b in batches) > 1  # steps made 10 ms apart share 50 ms frames
 
 
+def test_step_batches_send_the_first_step_alone_even_when_more_are_waiting():
+    # Steps that exist at once (a fast model): the first still goes on its own, the first token at once.
+    batches = list(step_batches(iter(range(5)), lambda: False, frame_seconds=0.01))
+    assert batches[0] == [0] and [i for b in batches for i in b] == list(range(5))
+
+
 def test_step_batches_send_the_last_steps_without_waiting_for_the_frame():
     start = time.perf_counter()
     batches = list(step_batches(slow_numbers(3, []), lambda: False, frame_seconds=5.0))

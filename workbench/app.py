@@ -20,6 +20,7 @@ This is the only module that imports gradio.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import queue
 import secrets
@@ -189,13 +190,13 @@ def step_batches(steps: Iterator[Step], should_stop: Callable[[], bool], frame_s
             made.put(_END)
 
     threading.Thread(target=produce, name="workbench-generate", daemon=True).start()
-    frame_at = -float("inf")
+    frame_at = -math.inf
     try:
         while True:
             batch = [made.get()]
             # Gather steps until the frame is due; the end (or an error) goes out at once, so the last tokens
-            # do not wait out a frame interval.
-            while batch[-1] is not _END and not isinstance(batch[-1], BaseException):
+            # do not wait out a frame interval. The first step always goes alone.
+            while frame_at > -math.inf and batch[-1] is not _END and not isinstance(batch[-1], BaseException):
                 wait = frame_at + frame_seconds - time.perf_counter()
                 try:
                     batch.append(made.get(timeout=wait) if wait > 0 else made.get_nowait())

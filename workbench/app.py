@@ -168,8 +168,9 @@ def step_batches(steps: Iterator[Step], should_stop: Callable[[], bool], frame_s
     """Run ``steps`` on a thread of its own and yield the steps made so far, at most once per ``frame_seconds``.
 
     The model keeps generating while the server turns the last batch into a frame and sends it: the two overlap
-    instead of taking turns. The first step comes out as soon as it exists, and so do the last ones. ``should_stop`` is asked after every
-    step; closing this generator (a cancelled or vanished client) also stops the thread after its current step.
+    instead of taking turns. The first step comes out alone, as soon as it exists; the last ones as soon as the
+    generation ends. ``should_stop`` is asked after every step; closing this generator (a cancelled or vanished
+    client) also stops the thread after its current step.
     An exception in the thread is raised here.
     """
     made: queue.SimpleQueue = queue.SimpleQueue()

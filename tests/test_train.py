@@ -15,7 +15,7 @@ import torch
 import workbench.train as train_mod
 from workbench import GPT, GPTConfig, load_model
 from workbench.checkpoint import export_hf
-from workbench.tokenizers import BPETokenizer
+from workbench.tokenizers import BPETokenizer, CharTokenizer
 from workbench.train import (
     TrainConfig,
     TrainingDiverged,
@@ -181,7 +181,53 @@ def test_kill_during_save_leaves_a_complete_checkpoint(tmp_path):
         assert model.config.n_layer == 4 and tok.vocab_size == 30
         torch.load(ckpt / "optimizer.pt", weights_only=True)
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        assert f"ckpt-{state['step']:06d}" == ckpt.name
+        # Each process starts again at step 1, so its saves replace the last run's: during such a replacement
+        # `latest` may name the new copy's temporary directory, `.ckpt-STEP.<random>.tmp`.
+        assert ckpt.name.lstrip(".").startswith(f"ckpt-{state['step']:06d}")
+
+
+def _save(run_dir: Path, step: int, model: GPT, opt, tok) -> Path:
+    return train_mod.save_training_checkpoint(run_dir, model, tok, opt, TrainConfig(), step, torch.Generator())
+
+
+def _saver_parts():
+    model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz ,.!")
+    return model, make_optimizer(model, TrainConfig()), tok
+
+
+def test_a_fresh_run_in_an_old_run_directory_keeps_its_own_checkpoints(tmp_path):
+    model, opt, tok = _saver_parts()
+    for step in (7, 8, 9):  # the old run
+        _save(tmp_path, step, model, opt, tok)
+    for step in (1, 2, 3):  # the new one: its saves must survive, the old run's later-numbered ones go
+        _save(tmp_path, step, model, opt, tok)
+        assert latest_checkpoint(tmp_path).name == f"ckpt-{step:06d}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000002", "ckpt-000003", "latest"]
+
+
+def test_replacing_the_checkpoint_latest_names_never_leaves_latest_pointing_at_nothing(tmp_path, monkeypatch):
+    model, opt, tok = _saver_parts()
+    _save(tmp_path, 5, model, opt, tok)
+    with torch.no_grad():
+        model.lm_head.weight.fill_(0.5)
+    real_replace = os.replace
+
+    def killed_after(src, dst):  # the process dies just after the old copy has moved aside
+        real_replace(src, dst)
+        if Path(src).name == "ckpt-000005":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 5, model, opt, tok)
+    monkeypatch.setattr(os, "replace", real_replace)
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.name.startswith(".ckpt-000005.")
+    loaded, _ = load_model(tmp_path, device="cpu")
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)  # the new copy, whole
+    _save(tmp_path, 6, model, opt, tok)  # the next save clears the leftovers, the interrupted step 5 among them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000006", "latest"]
 
 
 def _torchrun(*args, cwd):

@@ -37,17 +37,17 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def _umask_mode() -> int:
-    """The permissions a plain ``open()`` would give a new file (mkstemp's are private, 0600)."""
+def umask_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open()`` (or ``mkdir``) would give a new file (mkstemp's are private, 0600)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and an atomic rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _umask_mode())
+    os.chmod(tmp, umask_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -68,7 +68,7 @@ def save_checkpoint(
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, _umask_mode())
+    os.chmod(tmp, umask_mode())
     try:
         save_file(state, tmp, metadata={"format": FORMAT})
         os.replace(tmp, directory / "model.safetensors")

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from workbench.checkpoint import atomic_write_bytes, save_checkpoint
+from workbench.checkpoint import atomic_write_bytes, save_checkpoint, umask_mode
 from workbench.data import HELD_OUT_PLAYS as HELD_OUT_WORKS
 from workbench.data import get_batch, load_shakespeare
 from workbench.model import GPT, GPTConfig, resolve_device
@@ -223,23 +224,46 @@ def save_training_checkpoint(
     batch_rng: torch.Generator,
     keep: int = 2,
 ) -> Path:
-    """Write ``run_dir/ckpt-STEP`` completely under a temporary name, rename it, then point ``latest`` at it."""
+    """Write ``run_dir/ckpt-STEP`` completely under a temporary name, rename it, then point ``latest`` at it.
+
+    At every moment ``latest`` names a complete checkpoint, so a kill during a save leaves the previous one usable.
+    A checkpoint of the same step (a fresh run in an old run's directory) is replaced: ``latest`` names the new
+    copy while the old one moves aside. Afterwards only the newest ``keep`` checkpoints up
+    to this step remain; later-numbered ones belong to an older run and are removed.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{step:06d}"
-    tmp = run_dir / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, tokenizer, tmp, step=step, train=asdict(cfg))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    state = {"step": step, "torch_rng": torch.get_rng_state(), "batch_rng": batch_rng.get_state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    torch.save(state, tmp / "trainer_state.pt")
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))  # unique: never a stale one
+    try:
+        os.chmod(tmp, umask_mode(directory=True))
+        save_checkpoint(model, tokenizer, tmp, step=step, train=asdict(cfg))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        state = {"step": step, "torch_rng": torch.get_rng_state(), "batch_rng": batch_rng.get_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save(state, tmp / "trainer_state.pt")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = run_dir / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    if final.exists():
+        # A directory cannot replace another in one rename. `latest` names the new copy while the old one moves
+        # aside; the final name then gets a hard-linked twin of the new copy (no data copied), so `latest` never
+        # names a missing directory.
+        atomic_write_bytes(run_dir / "latest", tmp.name.encode())
+        os.replace(final, tmp.with_suffix(".old"))
+        twin = tmp.with_suffix(".twin")
+        shutil.copytree(tmp, twin, copy_function=os.link)
+        os.replace(twin, final)
+    else:
+        os.replace(tmp, final)
     atomic_write_bytes(run_dir / "latest", name.encode())
-    for old in sorted(run_dir.glob("ckpt-*"))[:-keep]:  # keep the newest few; `latest` is always among them
-        shutil.rmtree(old, ignore_errors=True)
+    # Only now that `latest` names `final` may the leftovers of interrupted saves go: one of them could have been it.
+    stale = list(run_dir.glob(".ckpt-*"))
+    older = sorted(p for p in run_dir.glob("ckpt-*") if p.name < name)
+    stale += older[: max(len(older) - keep + 1, 0)] + [p for p in run_dir.glob("ckpt-*") if p.name > name]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
     return final
 
 

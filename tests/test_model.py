@@ -272,7 +272,8 @@ def test_packed_cpu_inference_path_equals_nn_linear_and_follows_weight_updates(m
     assert out.requires_grad
 
 
-def test_one_row_times_a_small_weight_skips_the_packed_path():
+def test_one_row_times_a_small_weight_skips_the_packed_path(monkeypatch):
+    from workbench import native
     from workbench.model import Linear
 
     small, large = Linear(192, 576), Linear(768, 768)  # 110,592 and 589,824 elements, either side of the bound
@@ -281,6 +282,12 @@ def test_one_row_times_a_small_weight_skips_the_packed_path():
             x = torch.randn(1, 1, layer.in_features)
             torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-4, rtol=1e-5)
         assert small._packed is None
+        # One row times the large weight: the native GEMV where it builds (nothing packed), else oneDNN.
+        native_on = native.gemv_library() is not None
+        assert (large._packed is None) == (native_on or not Linear.packed_cpu_inference)
+        monkeypatch.setattr(Linear, "native_gemv", False)
+        x = torch.randn(1, 1, 768)
+        torch.testing.assert_close(large(x), F.linear(x, large.weight, large.bias), atol=1e-4, rtol=1e-5)
         assert large._packed is not None or not Linear.packed_cpu_inference
         small(torch.randn(1, 3, 192))  # several rows (a prompt) are packed whatever the weight's size
         assert small._packed is not None or not Linear.packed_cpu_inference

@@ -90,7 +90,7 @@ class Linear(nn.Linear):
     a worker process on one thread must reproduce the numbers of a server on two.
 
     One row times a large weight goes to :mod:`workbench.native`'s GEMV when a C compiler can build it: it streams
-    the block weights of GPT-2 small faster than oneDNN's GEMV (about +12% tokens/s with full capture, see
+    the block weights of GPT-2 small faster than oneDNN's GEMV (6-11% more tokens/s in three benchmark runs, see
     README), and is just as independent of the thread count.
     """
 

@@ -5,7 +5,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,3 +94,12 @@ def test_a_model_decodes_through_the_kernel_exactly_like_a_full_forward():
     with torch.inference_mode():
         logits = model(ids)[0, 2:-1]  # the full forward's next-token logits at each decoded position
     assert logits.argmax(-1).tolist() == out.token_ids
+
+
+@needs_kernel
+def test_an_unusable_cache_directory_builds_in_the_temp_directory_instead(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(native, "_cache_dir", lambda: blocker / "cache")  # mkdir fails: a file is in the way
+    built = native._build(COMPILER)
+    assert built.is_file() and built.parent.parent == Path(tempfile.gettempdir())

@@ -48,7 +48,14 @@ def _cpu_model() -> str:
 def _build(compiler: str) -> Path:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode(), _cpu_model().encode()]))
-    target = _cache_dir() / f"gemv-{key.hexdigest()[:16]}.so"
+    name = f"gemv-{key.hexdigest()[:16]}.so"
+    try:
+        return _build_into(_cache_dir() / name, compiler)
+    except OSError:  # a read-only or odd home (some CI runners, containers): build in the temp directory
+        return _build_into(Path(tempfile.gettempdir()) / f"gpt-workbench-{os.getuid()}" / name, compiler)
+
+
+def _build_into(target: Path, compiler: str) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         # Another process may build the same file at the same moment: each writes its own temporary file and

@@ -173,3 +173,11 @@ def test_get_batch_errors():
         get_batch(torch.arange(8), 2, 8, g)
     with pytest.raises(ValueError, match="1-D"):
         get_batch(torch.zeros(2, 20, dtype=torch.long), 2, 8, g)
+
+
+def test_folio_texts_are_the_training_works_old_spelling_never_a_held_out_one():
+    names = data.list_folio()
+    assert len(names) == 33 and all(n.endswith("_gut_f") for n in names)
+    assert not any(n.removesuffix("_f") in data.HELD_OUT_PLAYS for n in names)  # no Folio Hamlet or Tempest
+    text = data.load_folio()
+    assert "Actus Primus" in text and "Enter Barnardo and Francisco" not in text  # Folio style, and no Hamlet

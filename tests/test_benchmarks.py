@@ -28,3 +28,13 @@ def test_train_benchmark_runs():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| tiny (lessons)" in out.stdout and "x |" in out.stdout
+
+
+def test_train_benchmark_step_ms_prints_our_default_step_time():
+    # What each child process of --ablations runs (the full --ablations takes minutes: default-config steps).
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--steps", "1", "--step-ms"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) > 0

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench import GPT, GPTConfig
-from workbench.model import resolve_device
+from workbench.model import Dropout, resolve_device
 
 SHAPES = [
     GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32),
@@ -232,6 +232,33 @@ def test_dropout_only_in_training(dropouts):
         assert torch.equal(model(idx), model(idx))
         model.train()
         assert not torch.equal(model(idx), model(idx))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_keeps_1_minus_p_and_scales_the_kept(p):
+    x = torch.ones(1_000_001)  # odd: the last element takes half of a 32-bit draw
+    torch.manual_seed(0)
+    y = Dropout(p).train()(x)
+    kept = y != 0
+    # 1e6 Bernoulli draws: the kept fraction's standard deviation is under 5e-4, so 0.003 is over 6 of them.
+    assert abs(kept.double().mean().item() - (1 - p)) < 3e-3
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    # Both 16-bit halves of each draw are used, and neither is biased: even and odd positions keep alike.
+    assert abs(kept[0::2].double().mean().item() - kept[1::2].double().mean().item()) < 6e-3
+
+
+def test_cpu_dropout_reproducible_from_the_seed_and_its_gradient_is_its_mask():
+    x = torch.randn(4, 7, 9, requires_grad=True)
+    drop = Dropout(0.3).train()
+    torch.manual_seed(5)
+    y1 = drop(x)
+    torch.manual_seed(5)
+    y2 = drop(x)
+    assert torch.equal(y1, y2)
+    y1.sum().backward()
+    torch.testing.assert_close(x.grad, (y2 != 0).float() / 0.7)
+    assert drop(x.detach().bfloat16()).dtype == torch.bfloat16
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_gradients_flow_to_every_parameter():

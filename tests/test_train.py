@@ -19,11 +19,13 @@ from workbench.tokenizers import BPETokenizer, CharTokenizer
 from workbench.train import (
     TrainConfig,
     TrainingDiverged,
+    dropout_at,
     heldout_loss,
     latest_checkpoint,
     lr_at,
     make_optimizer,
     preset,
+    set_dropout,
     train,
 )
 
@@ -51,6 +53,20 @@ def test_schedule_warms_up_then_decays_to_min_lr():
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 110))
 
 
+def test_late_dropout_starts_at_its_fraction_of_the_steps_and_spares_the_attention_weights():
+    cfg = TrainConfig(dropout=0.1, dropout_from=0.35, max_steps=1000)
+    assert dropout_at(0, cfg) == dropout_at(349, cfg) == 0.0
+    assert dropout_at(350, cfg) == dropout_at(999, cfg) == 0.1
+    assert dropout_at(0, TrainConfig(dropout=0.1)) == 0.1  # the default: dropout from the start
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8, dropout=0.1, attn_dropout=0.2))
+    set_dropout(model, 0.0)
+    ps = {name: m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert {n for n, p in ps.items() if p == 0.2} == {"transformer.h.0.attn.attn_dropout", "transformer.h.1.attn.attn_dropout"}
+    assert all(p == 0.0 for n, p in ps.items() if "attn_dropout" not in n) and len(ps) == 7
+    with pytest.raises(ValueError, match="dropout_from"):
+        train(TrainConfig(dropout_from=1.0))
+
+
 def test_weight_decay_only_on_matrices():
     model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8))
     opt = make_optimizer(model, TrainConfig(weight_decay=0.1))
@@ -69,18 +85,19 @@ def test_bad_config_is_refused():
         preset("huge")
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = train(tiny(tmp_path / "straight"), progress=False)
+@pytest.mark.parametrize("late", [{}, {"dropout_from": 0.4}], ids=["dropout", "late-dropout"])
+def test_resume_continues_exactly(tmp_path, late):
+    straight = train(tiny(tmp_path / "straight", **late), progress=False)
     assert straight.step == 8 and straight.val_loss is not None
 
     def stop_at_4(record):
         if record["step"] == 4:
             raise KeyboardInterrupt  # what Ctrl-C does: save and leave
 
-    first = train(tiny(tmp_path / "resumed"), progress=False, on_log=stop_at_4)
+    first = train(tiny(tmp_path / "resumed", **late), progress=False, on_log=stop_at_4)
     assert first.interrupted and first.step == 4
     assert latest_checkpoint(tmp_path / "resumed").name == "ckpt-000004"
-    second = train(tiny(tmp_path / "resumed"), resume=True, progress=False)
+    second = train(tiny(tmp_path / "resumed", **late), resume=True, progress=False)
     assert second.step == 8
     a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(a) == sorted(b) == list(range(1, 9))

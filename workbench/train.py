@@ -61,6 +61,9 @@ class TrainConfig:
     n_embd: int = _opt(256, "model width")
     block_size: int = _opt(256, "context length in tokens")
     dropout: float = _opt(0.1, "dropout on residual branches and embeddings")
+    dropout_from: float = _opt(
+        0.0, "late dropout: none before this fraction of max_steps, then --dropout (0 = dropout from the start)"
+    )
     attn_dropout: float = _opt(0.0, "dropout on the attention weights (> 0 makes a CPU step ~1.5x slower)")
     bias: bool = _opt(True, "biases in Linear and LayerNorm (GPT-2 has them)")
     batch_size: int = _opt(16, "sequences per micro-batch (per process)")
@@ -92,6 +95,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.lr < 1 or not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 < lr < 1 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if not 0 <= self.dropout_from < 1:
+            raise ValueError(f"dropout_from must be in [0, 1), got {self.dropout_from}")
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("warmup_steps, grad_clip and weight_decay must be >= 0")
 
@@ -136,6 +141,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def dropout_at(step: int, cfg: TrainConfig) -> float:
+    """Dropout on embeddings and residual branches for ``step``: none before ``dropout_from * max_steps``, then
+    ``dropout``. Early on the model underfits and dropout only slows it; later it curbs memorising the training plays."""
+    return cfg.dropout if step >= cfg.dropout_from * cfg.max_steps else 0.0
+
+
+def set_dropout(model: GPT, p: float) -> None:
+    """Set the dropout on ``model``'s embeddings and residual branches (the attention weights' stays as it is)."""
+    model.transformer.drop.p = p
+    for block in model.transformer.h:
+        block.attn.resid_dropout.p = block.mlp.dropout.p = p
 
 
 def cpu_has_bf16() -> bool:
@@ -410,6 +428,7 @@ def train(
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            set_dropout(raw_model, dropout_at(step, cfg))
             batches = [get_batch(train_ids, cfg.batch_size, cfg.block_size, batch_rng, device) for _ in range(cfg.grad_accum)]
             loss = accumulate_gradients(model, batches, autocast)
             if not math.isfinite(loss):
@@ -482,6 +501,7 @@ def write_model_card(cfg: TrainConfig, checkpoint: Path, export_dir: str | Path,
     sampling = SamplingConfig(max_new_tokens=120, temperature=0.8, top_k=40, top_p=0.95, seed=0)
     samples = [(p, generate(model, tok, p, sampling, capture=False).text) for p in CARD_PROMPTS]
 
+    late = f" from step {math.ceil(cfg.dropout_from * cfg.max_steps)}" if cfg.dropout_from else ""
     lines = [
         "# shakespeare: a small GPT-2 trained on Shakespeare",
         "",
@@ -499,7 +519,7 @@ def write_model_card(cfg: TrainConfig, checkpoint: Path, export_dir: str | Path,
         f"| tokenizer | byte-level BPE, {tok.vocab_size} tokens, trained on the modern-spelling training plays |"
         if cfg.corpus.startswith("shakespeare-bpe") else f"| tokenizer | characters, {tok.vocab_size} tokens |",
         f"| training | {step} steps x {cfg.batch_size * cfg.grad_accum} sequences x {cfg.block_size} tokens, AdamW "
-        f"lr {cfg.lr} (warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), weight decay {cfg.weight_decay}, dropout {cfg.dropout} "
+        f"lr {cfg.lr} (warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), weight decay {cfg.weight_decay}, dropout {cfg.dropout}{late} "
         f"(attention {cfg.attn_dropout}){', bf16 autocast' if cfg.bf16 else ''} |",
         f"| **held-out loss** | **{per_token:.4f} nats per token, {per_char:.4f} nats per character** "
         f"({len(val_ids):,} tokens, {val_chars:,} characters, every token scored once) |",

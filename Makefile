@@ -36,7 +36,8 @@ exercises: setup
 	$(BIN)/python lessons/make_exercises.py
 
 # The shipped model: trains from scratch and writes assets/models/shakespeare. About 80 minutes on 2 CPU cores with
-# bf16 instructions (AVX512-BF16 or AMX); in fp32 on a CPU without them, nearer two hours.
+# bf16 instructions (AVX512-BF16 or AMX); in fp32 on a CPU without them, nearer two hours; on a GPU (picked when
+# present), minutes.
 train-default: setup
 	$(BIN)/python -m workbench train --preset default --out-dir runs/shakespeare --export assets/models/shakespeare
 

@@ -27,6 +27,7 @@ from workbench.train import (
     preset,
     set_dropout,
     train,
+    write_model_card,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -318,6 +319,24 @@ def test_heldout_loss_scores_every_token_once():
             total += torch.nn.functional.cross_entropy(model(chunk[None, :-1])[0], chunk[1:], reduction="sum").item()
     assert per_token == pytest.approx(total / 44, rel=1e-5)
     assert per_char == pytest.approx(total / 88, rel=1e-5)
+
+
+def test_model_card_states_recipe_machine_and_the_held_out_numbers_it_measured(tmp_path):
+    cfg = tiny(tmp_path / "run", dropout_from=0.5)
+    result = train(cfg, progress=False)
+    command = "python -m workbench train --preset tiny-char --max-steps 8"
+    here = write_model_card(cfg, result.checkpoint, tmp_path / "here", command=command, wall_seconds=90)
+    there = write_model_card(cfg, result.checkpoint, tmp_path / "there", command=command, wall_seconds=90,
+                             machine="an H200, shared")
+    card = here.read_text()
+    config = json.loads((tmp_path / "here" / "config.json").read_text())
+    assert f"{config['heldout_nats_per_char']:.4f} nats per character" in card
+    assert "dropout 0.1 from step 4" in card and "weight decay 0.1" in card
+    assert f"torch {torch.__version__}" in card and "CPU cores" in card and command in card
+    assert "| wall time | 1.5 minutes" in card
+    assert "| machine | an H200, shared |" in there.read_text() and "CPU cores" not in there.read_text()
+    model, _ = load_model(tmp_path / "here", device="cpu")
+    assert model.num_params() > 0
 
 
 def test_export_to_hf_gives_same_logits_and_tokens(tmp_path):

@@ -3,9 +3,9 @@
 glibc's ``malloc`` serves allocations above 32 MB with ``mmap`` and gives them back to the kernel on ``free``. A
 training step of the default model allocates several such buffers every step (the 16 x 256 x 4096 logits and their
 gradients, 67 MB each in fp32), so each step makes the kernel map and zero tens of thousands of fresh pages: on the
-2-core machines we train on, keeping the pages made the step 1.09-1.18x faster. Serving everything from the heap and never trimming
-it lets the next step reuse the same, already mapped pages. The process keeps its peak memory for its lifetime,
-which a training run does anyway.
+2-core machines we train on, keeping the pages made the step 1.09-1.18x faster. Serving everything from the heap
+and never trimming it lets the next step reuse the same, already mapped pages. The process keeps its peak memory for
+its lifetime, which a training run does anyway.
 
 ``WORKBENCH_KEEP_FREED_MEMORY=0`` switches this off (the benchmark's ablation uses it).
 """

@@ -1,17 +1,31 @@
-"""What the app costs: tokens per second a ``gradio_client`` receives from the app, with every view on, against
-bare ``workbench.stream`` (full capture, as the app runs it) on the same model, prompt and seed; and the time to
-the first token each way.
+"""What the app costs: tokens per second that reach a ``gradio_client`` and that a real browser paints, with every
+view on, against bare ``workbench.stream`` (full capture, as the app runs it) on the same model, prompt and seed;
+the time to the first token each way; and how far the browser's painted views trail the server.
 
-Tokens per second count until the client holds every token, two ways: end to end (from the request, so the
-first-token latency is in it) and while streaming (after the first token). The frame after the last token, with
-every view redrawn at the last step, is timed separately.
+Three contenders, timed in one run of this script:
 
-The app runs in its own process (``python -m workbench app``), as it would for a class; this process is the
-client, and runs the bare loop while the server is idle. Runs alternate between the two, after one warm-up each;
-the table gives medians.
+- bare ``workbench.stream`` in this process, while the app and the browser are idle;
+- the app's public API through ``gradio_client``: tokens count when the client holds them;
+- the app in Chromium (Debian's ``/usr/bin/chromium``, headless, driven by Playwright, 1280x720): the settings are
+  typed into the page, Generate is clicked, and tokens count when the page has painted them. The page's renderer
+  logs every paint (``window.wbPaintLog``: steps shown, the page's clock, state, and the server's wall-clock time
+  of its newest step), and every paint redraws every view at the latest step; page and server share this
+  machine's clock.
 
-Usage: ``python benchmarks/app.py`` (``--help`` for options). Targets: overhead <= 25 %, first token <= 300 ms on
-CPU for the shipped model.
+Tokens per second count until the contender holds (or has painted) every token, two ways: end to end (from the
+request or the click, so the first-token latency is in it) and while streaming (after the first token). For the
+browser also: views painted per second while streaming; the lag, from the server receiving its last step to the
+page first painting it; and the first view, from the server receiving the first token to the page painting it.
+The client's and the page's text must equal ``workbench.generate``'s for the same seed. For the client, the
+frame after the last token, with every view redrawn at the last step, is timed separately.
+
+The app runs in its own process (``python -m workbench app``), as it would for a class; this process runs the
+bare loop and drives the client and the browser. Runs alternate between the contenders, after one warm-up each;
+the tables give medians.
+
+Usage: ``python benchmarks/app.py`` (``--help`` for options; ``--no-browser`` skips the browser). Targets: overhead
+<= 25 % and first token <= 300 ms on CPU for the shipped model through the client; in the browser, on a 512-token
+run: lag <= 300 ms, painted tokens per second >= 0.9x bare ``stream``, first view <= 300 ms after the first token.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 from gradio_client import Client
@@ -30,6 +45,13 @@ from gradio_client import Client
 from workbench import SamplingConfig, generate, load_model, stream
 
 SETTINGS = dict(temperature=0.8, top_k=40, top_p=0.95)
+CHROMIUM = "/usr/bin/chromium"  # Debian's: `playwright install` cannot download a browser here
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VIEWPORT = {"width": 1280, "height": 720}
+LAG_TARGET_MS = 300
+FIRST_VIEW_TARGET_MS = 300
+PAINTED_RATE_TARGET = 0.9  # painted tokens per second over the bare loop's
+TARGET_TOKENS = 512  # the lag target is stated for a run of this length
 
 
 def free_port() -> int:
@@ -49,7 +71,7 @@ def start_server(model: str, port: int, threads: int | None, cap: int) -> tuple[
     server = subprocess.Popen(cmd, stdout=log, stderr=log)
     deadline = time.time() + 180
     # ssl_verify=False: the app is plain http on this machine, so there is nothing to verify, and with it on,
-    # gradio_client builds a certificate store for each of the two connections a request opens (35 ms each here).
+    # gradio_client builds a certificate store for each of the two connections a request opens.
     while time.time() < deadline:
         if server.poll() is not None:
             log.seek(0)
@@ -90,60 +112,228 @@ def time_app(client: Client, prompt: str, cfg: SamplingConfig) -> tuple[float, f
     return first, all_tokens, final, done
 
 
+@dataclass
+class BrowserRun:
+    """One generation as the page painted it; times in seconds from the click, lags in ms."""
+
+    first: float  # the first paint showing a token
+    all_tokens: float  # the first paint showing every token
+    paints: int  # paints after the first token's, up to the one showing every token
+    lag_ms: float  # the first paint showing every token, after the server received the last step
+    first_view_ms: float  # the first paint showing a token, after the server received the newest step it shows
+    text: str
+
+
+class Browser:
+    """Chromium on the app's page, with the prompt and settings typed in as a user would."""
+
+    def __init__(self, url: str, prompt: str, cfg: SamplingConfig) -> None:
+        from playwright.sync_api import sync_playwright  # only with the browser: --no-browser needs no Playwright
+
+        self._playwright = sync_playwright().start()
+        try:
+            self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            self.page = self._browser.new_page(viewport=VIEWPORT, locale="en-US")
+            self.errors: list[str] = []  # the page's uncaught errors: reported, as they may explain odd figures
+            self.page.on("pageerror", lambda err: self.errors.append(str(err)))
+            self.page.goto(url)
+            self.page.wait_for_selector(".wb", timeout=60_000)
+            self.page.fill("#prompt textarea", prompt)
+            for selector, value in (("#max-new-tokens", cfg.max_new_tokens), ("#temperature", cfg.temperature),
+                                    ("#top-k", cfg.top_k), ("#top-p", cfg.top_p)):
+                number = f"{selector} input[type=number]"
+                self.page.fill(number, str(value))
+                self.page.press(number, "Enter")  # a slider's number box takes its value on Enter
+            self.page.fill("#seed input", str(cfg.seed))
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, n_tokens: int, timeout_s: float) -> BrowserRun:
+        """Click Generate and wait until the page shows the run done; read its paint log."""
+        page = self.page
+        before = page.evaluate("document.querySelector('.wb').dataset.run || ''")
+        # Clear the log and click in one call, with the page's clock: the paint times come from the same clock,
+        # and a click from here would add Playwright's round trips and checks to the first-token time.
+        click = page.evaluate("""() => {
+            window.wbPaintLog.length = 0;
+            const t = Date.now();
+            document.querySelector('#generate').click();
+            return t;
+        }""")
+        try:
+            page.wait_for_function(
+                """(before) => {
+                    const wb = document.querySelector('.wb');
+                    return wb.dataset.run && wb.dataset.run !== before
+                        && ['done', 'stopped', 'error'].includes(wb.dataset.state);
+                }""",
+                arg=before, timeout=timeout_s * 1000, polling=100)  # polled on a timer, not on every frame
+        except Exception:
+            page.click("#stop")  # so the app does not go on generating while this error ends the script
+            raise
+        state = page.evaluate("document.querySelector('.wb').dataset.state")
+        if state != "done":
+            status = page.evaluate("document.querySelector('.wb-status').textContent")
+            raise SystemExit(f"the page ended its run as {state!r}: {status}")
+        log = page.evaluate("window.wbPaintLog.slice()")
+        text = page.evaluate("document.querySelector('.wb-text-gen').textContent")
+        # A paint of the previous run (between the clearing and the click's answer) is not this run's: its
+        # steps reached the server before the click.
+        log = [e for e in log if e[0] == 0 or e[3] >= click]
+        first = next((i for i, e in enumerate(log) if e[0] >= 1), None)
+        last = next((i for i, e in enumerate(log) if e[0] >= n_tokens), None)
+        if first is None or last is None:
+            raise SystemExit(f"the page's paint log lacks the run's tokens (length {len(log)}; the page keeps "
+                             f"a bounded log): {log[:3]} ... {log[-3:]}")
+        t_last_step = log[-1][3]  # the final frame's: when the server received the last step
+        return BrowserRun(
+            first=(log[first][1] - click) / 1000,
+            all_tokens=(log[last][1] - click) / 1000,
+            paints=last - first,
+            lag_ms=log[last][1] - t_last_step,
+            first_view_ms=log[first][1] - log[first][3],
+            text=text,
+        )
+
+    def close(self) -> None:
+        browser = getattr(self, "_browser", None)
+        if browser is not None:
+            browser.close()
+        self._playwright.stop()
+
+
+def median(values) -> float | None:
+    """The median of the defined values; None when there are none."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def per_second(count: float, seconds: float) -> float | None:
+    """``count / seconds``; None when no time passed (every token arrived, or was painted, at once)."""
+    return count / seconds if seconds > 0 else None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shakespeare", help="model to serve (default: %(default)s)")
     parser.add_argument("--prompt", default="ROMEO:", help="prompt (default: %(default)s)")
-    parser.add_argument("--new-tokens", type=int, default=200, help="tokens per run (default: %(default)s)")
+    parser.add_argument("--new-tokens", type=int, default=TARGET_TOKENS,
+                        help="tokens per run, at least 2; the lag target is for %(default)s (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per contender (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch CPU threads of the bare loop (default: %(default)s)")
     parser.add_argument("--app-threads", type=int, default=None,
                         help="the app's --threads (default: the app's own default, 1 for a small model)")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="skip the browser contender (no Chromium, no Playwright)")
     args = parser.parse_args()
+    if args.new_tokens < 2:
+        parser.error("--new-tokens must be at least 2 (streaming rates count from the first token)")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     torch.set_num_threads(args.threads)
 
     model, tok = load_model(args.model, device="cpu")
     cfg = SamplingConfig(max_new_tokens=args.new_tokens, seed=0, **SETTINGS)
-    server, client = start_server(args.model, free_port(), args.app_threads, max(args.new_tokens, 1))
+    expected = generate(model, tok, args.prompt, cfg).text
+    port = free_port()
+    server, client = start_server(args.model, port, args.app_threads, args.new_tokens)
+    browser = None
+    page_errors: list[str] = []
     try:
-        bare, app = [], []
-        for run in range(args.runs + 1):  # run 0 warms up both sides
-            b, a = time_bare(model, tok, args.prompt, cfg), time_app(client, args.prompt, cfg)
-            if a[2] != generate(model, tok, args.prompt, cfg).text:
-                raise SystemExit("the app's text differs from workbench.stream with the same seed")
+        if not args.no_browser:
+            browser = Browser(f"http://127.0.0.1:{port}/", args.prompt, cfg)
+        bare, app, painted = [], [], []
+        for run in range(args.runs + 1):  # run 0 warms up every contender
+            b = time_bare(model, tok, args.prompt, cfg)
+            a = time_app(client, args.prompt, cfg)
+            if a[2] != expected:
+                raise SystemExit("the app's text differs from workbench.generate with the same seed")
+            if browser is not None:
+                # Generous: the page waits for the model, which a busy machine slows down.
+                p = browser.run(b[2], timeout_s=120 + 20 * b[1])
+                if p.text != expected:
+                    raise SystemExit(f"the page's text differs from workbench.generate with the same seed:\n"
+                                     f"page: {p.text!r}\ngenerate: {expected!r}")
             if run:
                 bare.append(b)
                 app.append(a)
+                if browser is not None:
+                    painted.append(p)
     finally:
+        if browser is not None:
+            page_errors = browser.errors
+            browser.close()
         server.terminate()
         server.wait(timeout=30)
 
-    def rates(results: list, n_tokens: int) -> tuple[float, float, float]:
-        """Medians of: first-token ms, end-to-end tok/s (from the request), streaming tok/s (after the first)."""
+    n = bare[0][2]
+
+    def rates(results: list[tuple[float, float]]) -> tuple[float, float, float | None]:
+        """Medians of: first-token ms, end-to-end tok/s (from the request), streaming tok/s (after the first);
+        ``results`` are (seconds to the first token, seconds to every token)."""
         first = statistics.median(r[0] for r in results) * 1000
-        end_to_end = statistics.median(n_tokens / r[1] for r in results)
-        streaming = statistics.median((n_tokens - 1) / (r[1] - r[0]) for r in results)
+        end_to_end = statistics.median(n / r[1] for r in results)
+        streaming = median(per_second(n - 1, r[1] - r[0]) for r in results)
         return first, end_to_end, streaming
+
+    def ratio(value: float | None, base: float | None) -> float | None:
+        return value / base if value is not None and base else None
+
+    def versus(value: float | None, base: float | None) -> str:
+        # Overhead: extra wall time per token delivered, relative to the bare loop.
+        r = ratio(value, base)
+        return "n/a" if r is None else f"{r:.2f}x ({(1 / r - 1) * 100:+.0f}%)"
 
     def row(name: str, mine: tuple, base: tuple | None) -> str:
         first, e2e, streaming = mine
-        # Overhead: extra wall time per token delivered, relative to the bare loop.
-        rel = [f"{v / b:.2f}x ({(b / v - 1) * 100:+.0f}%)" for v, b in zip((e2e, streaming), base[1:])] if base \
-            else ["1.00x", "1.00x"]
-        return f"| {name} | {first:.0f} | {e2e:.1f} | {rel[0]} | {streaming:.1f} | {rel[1]} |"
+        rel = [versus(e2e, base[1]), versus(streaming, base[2])] if base else ["1.00x", "1.00x"]
+        return f"| {name} | {first:.0f} | {e2e:.1f} | {rel[0]} | {fmt(streaming, '.1f')} | {rel[1]} |"
 
-    n = bare[0][2]
-    base = rates(bare, n)
+    base = rates([b[:2] for b in bare])
     app_threads = args.app_threads if args.app_threads is not None else "the app's default"
     print(f"\n{args.model}, prompt {args.prompt!r}, {n} tokens, seed 0, bare loop {args.threads} threads, "
           f"app threads: {app_threads}, median of {args.runs}\n")
     print("| contender | first token ms | tok/s end to end | vs bare (time per token) | tok/s while streaming "
           "| vs bare (time per token) |\n|---|---:|---:|---:|---:|---:|")
     print(row("bare `workbench.stream` (full capture)", base, None))
-    print(row("app via `gradio_client`, every view on", rates(app, n), base))
+    print(row("app via `gradio_client`, every view on", rates([a[:2] for a in app]), base))
+    if painted:
+        browser_rates = rates([(p.first, p.all_tokens) for p in painted])
+        print(row("app in Chromium, tokens painted, every view on", browser_rates, base))
     views = statistics.median((r[3] - r[1]) * 1000 for r in app)
-    print(f"\nAfter the last token, the last frame (every view redrawn at the last step) arrives {views:.0f} ms later.")
+    print(f"\nThrough `gradio_client`, the last frame (every view redrawn at the last step) arrives {views:.0f} ms "
+          "after the last token.")
+    if not painted:
+        return
+
+    lag = statistics.median(p.lag_ms for p in painted)
+    first_view = statistics.median(p.first_view_ms for p in painted)
+    paint_rate = median(per_second(p.paints, p.all_tokens - p.first) for p in painted)
+    e2e_ratio, streaming_ratio = ratio(browser_rates[1], base[1]), ratio(browser_rates[2], base[2])
+
+    def met(value: float | None, ok) -> str:
+        return "n/a" if value is None else "yes" if ok(value) else "no"
+
+    lag_target = f"<= {LAG_TARGET_MS} ms on a {TARGET_TOKENS}-token run"
+    lag_met = met(lag, lambda v: v <= LAG_TARGET_MS) if n == TARGET_TOKENS else f"n/a ({n} tokens)"
+    print(f"\nIn Chromium (every paint redraws every view at the latest step), median of {args.runs}:\n")
+    print("| browser figure | value | target | met |\n|---|---:|---|---|")
+    print(f"| first token painted, ms after the click | {browser_rates[0]:.0f} | | |")
+    print(f"| lag: last step on the server to its first paint, ms | {lag:.0f} | {lag_target} | {lag_met} |")
+    print(f"| first view: first token on the server to its first paint, ms | {first_view:.0f} | "
+          f"<= {FIRST_VIEW_TARGET_MS} ms | {met(first_view, lambda v: v <= FIRST_VIEW_TARGET_MS)} |")
+    for how, r in (("end to end", e2e_ratio), ("while streaming", streaming_ratio)):
+        print(f"| painted tok/s vs bare `stream`, {how} | {fmt(r, '.2f')}{'x' if r is not None else ''} | "
+              f">= {PAINTED_RATE_TARGET}x | {met(r, lambda v: v >= PAINTED_RATE_TARGET)} |")
+    print(f"| views painted per second while streaming | {fmt(paint_rate, '.1f')} | | |")
+    if page_errors:
+        print(f"\nThe page raised {len(page_errors)} error(s); the first: {page_errors[0]}")
 
 
 if __name__ == "__main__":

@@ -22,20 +22,12 @@ from gradio_client import Client  # always with ssl_verify=False: the test serve
 from gradio_client.exceptions import AppError
 
 from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save_checkpoint
-from workbench import app as app_module
 from workbench import viz
 from workbench.__main__ import main
-from workbench.app import (
-    attention_window,
-    build_app,
-    cpu_threads,
-    parse_heads,
-    render_views,
-    serve,
-    start_run,
-    step_batches,
-)
+from workbench.app import build_app, cpu_threads, parse_heads, serve, strings, ui
+from workbench.app.session import InputError, Run, find_run, read_prompt, read_settings
 from workbench.generate import stream
+from workbench.serve import step_batches
 from workbench.tokenizers import CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +125,7 @@ def test_cpu_threads_one_for_a_small_model_unless_asked(tiny, monkeypatch):
     model, _ = tiny
     assert cpu_threads(model) == 1
     assert cpu_threads(model, 3) == 3
-    monkeypatch.setattr(app_module, "SMALL_MODEL_PARAMS", model.num_params())  # now it counts as large
+    monkeypatch.setattr(ui, "SMALL_MODEL_PARAMS", model.num_params())  # now it counts as large
     assert cpu_threads(model) == torch.get_num_threads()
 
 
@@ -161,7 +153,7 @@ def test_generate_streams_and_matches_workbench_generate(tiny, monkeypatch):
             time.sleep(0.01)
             yield step
 
-    monkeypatch.setattr(app_module, "stream", slow_stream)
+    monkeypatch.setattr(ui, "stream", slow_stream)
     demo, url = launch(*tiny, workers=False)  # generating in the server's process, where the stand-in runs
     try:
         job = Client(url, verbose=False, ssl_verify=False).submit("ROMEO:", 40, SETTINGS["temperature"], SETTINGS["top_k"],
@@ -184,35 +176,103 @@ def test_generate_api_is_documented_with_its_inputs_in_order(server):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("ROMEO: 我", 5, 0.8, 10, 0.9, 0), "characters not in this CharTokenizer's vocabulary: '我'"),
+    (("ROMEO: 我", 5, 0.8, 10, 0.9, 0), "The prompt has characters this model's tokenizer cannot encode: '我'"),
     (("ROMEO:", 0, 0.8, 10, 0.9, 0), "max_new_tokens must be an integer in [1, 4096], got 0"),
     (("ROMEO:", 5000, 0.8, 10, 0.9, 0), "max_new_tokens must be an integer in [1, 4096], got 5000"),
     (("ROMEO:", 2.5, 0.8, 10, 0.9, 0), "max_new_tokens must be an integer"),
     (("ROMEO:", 5, -1, 10, 0.9, 0), "temperature must be a finite number >= 0"),
+    (("ROMEO:", 5, "hot", 10, 0.9, 0), "temperature must be a finite number >= 0 (0 means greedy), got 'hot'"),
     (("ROMEO:", 5, 0.8, -3, 0.9, 0), "top_k must be an integer >= 0"),
     (("ROMEO:", 5, 0.8, 10, 0.0, 0), "top_p must be a number in (0, 1]"),
     (("ROMEO:", 5, 0.8, 10, 1.5, 0), "top_p must be a number in (0, 1]"),
-    (("ROMEO:", 5, 0.8, 10, 0.9, -1), "seed must be None or an integer in [0, 2**63)"),
-], ids=["unknown-char", "zero-tokens", "over-cap", "fractional-tokens", "negative-temperature", "negative-top-k",
-        "zero-top-p", "top-p-above-1", "negative-seed"])
-def test_bad_input_gets_its_message_and_the_server_keeps_serving(server, tiny, args, message):
+    (("ROMEO:", 5, 0.8, 10, 0.9, -1), "seed must be empty (random) or an integer in [0, 2**63), got -1"),
+    (("ROMEO:", 5, 0.8, 10, 0.9, "abc"), "seed must be empty (random) or an integer in [0, 2**63), got 'abc'"),
+    (("ROMEO:", 5, 0.8, 10, 0.9, "9" * 5000), "seed must be empty (random) or an integer in [0, 2**63), got '999"),
+    (("ROMEO:", 5, 0.8, 10, 0.9, 2**63), "seed must be empty (random) or an integer in [0, 2**63)"),
+], ids=["unknown-char", "zero-tokens", "over-cap", "fractional-tokens", "negative-temperature", "text-temperature",
+        "negative-top-k", "zero-top-p", "top-p-above-1", "negative-seed", "text-seed", "5000-digit-seed",
+        "seed-too-large"])
+def test_bad_input_gets_its_message_and_the_server_keeps_serving(server, tiny, args, message, capfd, caplog):
     client = Client(server, verbose=False, ssl_verify=False)
     with pytest.raises(AppError) as err:
         client.predict(*args, api_name="/generate")
     assert message in str(err.value)
+    assert len(str(err.value)) < 300  # a 5,000-digit value is shortened in the message
     assert call(client, "ROMEO:", 8, seed=1) == reference(*tiny, "ROMEO:", 8, seed=1)
+    assert "Traceback" not in capfd.readouterr().err  # bad input is one log line, not a traceback
+    lines = [r for r in caplog.records if r.name == "workbench.app"]
+    assert len(lines) == 1 and "bad input:" in lines[0].getMessage() and lines[0].exc_info is None
 
 
-@pytest.mark.parametrize("prompt,warning", [
-    ("", "empty prompt: started from the start token"),
-    ("To be, or not to be. " * 4, "more than the context of 32: kept the last 32"),
-])
-def test_empty_or_too_long_prompt_warns_and_still_generates(server, tiny, prompt, warning):
+def test_bad_input_message_follows_the_page_language(server):
+    client = Client(server, verbose=False, ssl_verify=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    with pytest.raises(AppError) as err:
+        client.predict("ROMEO:", 5, 0.8, 10, 1.5, 0, api_name="/generate")
+    assert "top_p 必须是 (0, 1] 之间的数" in str(err.value)
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 1e-38, 1e-31])
+def test_extreme_temperature_is_greedy_its_limit(server, tiny, temperature):
     model, tok = tiny
-    with pytest.warns(UserWarning, match=warning):  # gr.Warning outside a request is a Python warning
-        start_run(model, tok, prompt, SamplingConfig(max_new_tokens=5))
     client = Client(server, verbose=False, ssl_verify=False)
-    assert call(client, prompt, 12, seed=3) == reference(model, tok, prompt, 12, seed=3)
+    text = client.predict("ROMEO:", 20, temperature, 0, 1.0, 0, api_name="/generate")[0]
+    greedy = generate(model, tok, "ROMEO:", SamplingConfig(max_new_tokens=20, temperature=0), capture=False).text
+    assert text == greedy
+
+
+def raw_call(server: str, body: str) -> str:
+    """POST a JSON body, written by hand, to /generate the way any HTTP client can, and return the event stream."""
+    import httpx
+
+    base = server.rstrip("/")
+    reply = httpx.post(f"{base}/gradio_api/call/generate", content=body.encode("ascii"),
+                       headers={"Content-Type": "application/json"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return httpx.get(f"{base}/gradio_api/call/generate/{reply.json()['event_id']}", timeout=60).text
+
+
+@pytest.mark.parametrize("body,message", [
+    ('{"data": ["abc\\ud800def", 5, 0.8, 10, 0.9, 0]}', "unpaired surrogate (U+D800 at position 3)"),
+    ('{"data": ["ROMEO:", 5, 0.8, 10, 0.9, NaN]}', "seed must be empty (random) or an integer in [0, 2**63), got nan"),
+    ('{"data": ["ROMEO:", 5, 0.8, 10, 0.9, Infinity]}', "seed must be empty (random) or an integer in [0, 2**63), got inf"),
+    ('{"data": ["ROMEO:", 5, NaN, 10, 0.9, 0]}', "temperature must be a finite number >= 0 (0 means greedy), got nan"),
+    ('{"data": ["ROMEO:", 5]}', "/generate takes 6 inputs (prompt, max_new_tokens, temperature, top_k, top_p, seed), got 2"),
+], ids=["lone-surrogate", "nan-seed", "infinite-seed", "nan-temperature", "two-inputs"])
+def test_raw_json_calls_get_a_message_naming_the_problem(server, body, message):
+    events = raw_call(server, body)
+    assert "event: error" in events and message in events, events[-500:]
+    assert "complete" in raw_call(server, '{"data": ["ROMEO:", 3, 0.8, 10, 0.9, 0]}')  # still serving
+
+
+def test_settings_are_read_from_what_json_clients_send():
+    cfg = read_settings(40.0, 0, "7", 1, "  ", cap=64)
+    assert (cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed) == (40, 0.0, 7, 1.0, None)
+    assert read_settings(5, 0.5, 0, 0.9, "123", cap=64).seed == 123
+    with pytest.raises(InputError) as err:
+        read_settings(True, 0.5, 0, 0.9, 0, cap=64)
+    assert err.value.params["field"] == "max_new_tokens"
+
+
+def test_request_language_cookie_then_header_then_english():
+    assert strings.language({"wb_lang": "zh-CN"}, "en-US,en") == "zh-CN"
+    assert strings.language({}, "zh-TW,zh;q=0.8") == "zh-CN"
+    assert strings.language(None, None) == "en"
+    assert strings.say("err_no_heads", "zh-CN") == "请至少选择一个要关闭的头。"
+
+
+@pytest.mark.parametrize("prompt,note", [
+    ("", {"key": "note_empty_prompt", "token": "'\\n'"}),
+    ("To be, or not to be. " * 4, {"key": "note_long_prompt", "n": 84, "block": 32}),  # and the window slides
+])
+def test_empty_or_too_long_prompt_is_noted_and_still_generates(server, tiny, prompt, note):
+    model, tok = tiny
+    _, notes = read_prompt(model, tok, prompt)
+    assert notes == [note]
+    client = Client(server, verbose=False, ssl_verify=False)
+    text, frame = client.predict(prompt, 12, SETTINGS["temperature"], SETTINGS["top_k"], SETTINGS["top_p"], 3,
+                                 api_name="/generate")
+    assert text == reference(model, tok, prompt, 12, seed=3)
+    assert frame["notes"][0] == note and frame["state"] == "done"
 
 
 def test_stop_cancels_the_generation_on_the_server(tiny, monkeypatch):
@@ -223,7 +283,7 @@ def test_stop_cancels_the_generation_on_the_server(tiny, monkeypatch):
             made.append(step.index)
             yield step
 
-    monkeypatch.setattr(app_module, "stream", counting_stream)
+    monkeypatch.setattr(ui, "stream", counting_stream)
     # One generation at a time: the next request runs only once the first has stopped. In the server's process,
     # where the counting stand-in runs; tests/test_workers.py stops a worker process the same way (closing the
     # iterator, which step_batches does when Stop is pressed).
@@ -244,11 +304,11 @@ def test_ablation_endpoint_regenerates_with_heads_off(server, tiny):
     model, tok = tiny
     client = Client(server, verbose=False, ssl_verify=False)
     base = call(client, "ROMEO:", 20, seed=5)  # the session's state now holds this generation
-    base_text, ablated_text, plot = client.predict(["L0H1", "L1H0"], api_name="/ablate")
+    base_text, ablated_text, chart = client.predict(["L0H1", "L1H0"], api_name="/ablate")
     cfg = SamplingConfig(max_new_tokens=20, seed=5, **SETTINGS)
     assert base_text == base
     assert ablated_text == generate(model, tok, "ROMEO:", cfg, capture=False, ablate=[(0, 1), (1, 0)]).text
-    assert plot is not None
+    assert chart["ablation"]["heads"] == ["L0H1", "L1H0"] and len(chart["ablation"]["off"]) == 20
 
 
 def test_ablation_without_a_generation_is_an_error(server):
@@ -256,19 +316,43 @@ def test_ablation_without_a_generation_is_an_error(server):
         Client(server, verbose=False, ssl_verify=False).predict(["L0H0"], api_name="/ablate")
 
 
-def test_attention_window_matches_the_full_pattern(tiny):
+def decode_rows(data: dict, shape: tuple[int, int]) -> np.ndarray:
+    """An attention row of the page's data as (L, H, n) floats."""
+    import base64
+
+    raw = np.frombuffer(base64.b64decode(data["a"]), dtype="<u2").astype(np.float32) / 65535
+    return raw.reshape(*shape, data["n"])
+
+
+def test_page_data_holds_the_attention_rows_lens_and_candidates_of_each_step(tiny):
     model, tok = tiny
-    cfg = SamplingConfig(max_new_tokens=12, seed=0)
-    run = start_run(model, tok, "ROMEO: But", cfg)
-    for step in stream(model, tok, run.prompt_ids, cfg):
+    cfg = SamplingConfig(max_new_tokens=40, seed=0)  # 40 new tokens slide the 32-token window
+    ids, notes = read_prompt(model, tok, "ROMEO: But")
+    run = Run(cfg, ids, tok.token_strs(ids), (2, 2), 32, notes)
+    steps = list(stream(model, tok, ids, cfg))
+    for step in steps:
         run.add(step)
-    full = generate(model, tok, "ROMEO: But", cfg, attention=True).attention  # (L, H, T, T)
-    for i in (0, 5, 11):
-        window, start = attention_window(run, i)
-        end = start + window.shape[-1]
-        np.testing.assert_allclose(window, full[:, :, start:end, start:end].numpy(), atol=2e-3)  # float16 rows
-    assert all(fig is not None for fig in render_views(run, 11, {"layer": 1, "head": "mean"}))
-    assert all(fig is not None for fig in render_views(run, 3, {"layer": 0, "head": "1"}))
+    full = generate(model, tok, ids, SamplingConfig(max_new_tokens=12, seed=0), attention=True).attention
+    P = len(ids)
+    for q in range(P - 1):  # prompt rows
+        np.testing.assert_allclose(decode_rows(run.prompt_rows[q], (2, 2)), full[:, :, q, : q + 1], atol=2e-5)
+    for i in (0, 5, 11):  # the row of the position that produced step i
+        q = P - 1 + i
+        np.testing.assert_allclose(decode_rows(run.steps[i], (2, 2)), full[:, :, q, : q + 1], atol=2e-5)
+    s = run.steps[3]
+    assert s["t"] == steps[3].token_str and s["top"][0][2] == steps[3].top[0].token_id
+    assert [st[0] for st in s["stages"]] == ["raw", "temperature", "top-k", "top-p"]
+    assert len(s["lens"]) == 4 and s["lens"][-1][0][0] == steps[3].lens.after_mlp[-1][0].token_str
+    assert [n["key"] for n in run.notes] == ["note_slid"]  # the window slid once, noted once
+
+    frame = run.frame(0, 0)
+    assert frame["head"]["prompt"] == tok.token_strs(ids) and len(frame["steps"]) == 40
+    assert find_run(run.id) is run
+    run.text = "abc"
+    later = run.frame(40, 1)
+    assert later["steps"] == [] and later["tx"] == [0, "abc"]  # the page had no text yet: all of it
+    run.text = "abd"
+    assert run.frame(40, 2)["tx"] == [2, "d"]  # only the tail from where the texts part
 
 
 def test_viz_figures_hold_what_they_show(tiny):

@@ -35,16 +35,20 @@ DEFAULT_MAX_NEW_TOKENS_CAP = 4096
 N_CANDIDATES = 10  # candidates kept per pipeline stage and in Step.top
 N_LENS = 5  # tokens kept per layer in the logit-lens row
 WINDOW_KEEP = 0.75  # fraction of the context kept when the window slides
+# Below this temperature sampling is greedy, its limit: float32 logits divided by a smaller number overflow to
+# inf (or, under 1.2e-38, by a number that float32 holds as 0), and the softmax of that is NaN.
+MIN_TEMPERATURE = 1e-30
 
 
 @dataclass
 class SamplingConfig:
     """How to pick each next token. Names and meanings follow Hugging Face ``generate``.
 
-    ``temperature=0`` means greedy (always the most likely token). ``top_k=0`` and ``top_p=1`` switch those filters
-    off. ``seed`` makes sampling reproducible on a given device. Generation stops after ``max_new_tokens``, or
-    after the token that completes one of the ``stop`` strings (kept in the output, as in HF).
-    ``repetition_penalty`` > 1 discourages tokens already in the context (HF's rule: positive logits divided,
+    ``temperature=0`` means greedy (always the most likely token), and so does any temperature below
+    ``MIN_TEMPERATURE`` (1e-30), greedy being the limit as the temperature goes to 0. ``top_k=0`` and ``top_p=1``
+    switch those filters off. ``seed`` makes sampling reproducible on a given device. Generation stops after
+    ``max_new_tokens``, or after the token that completes one of the ``stop`` strings (kept in the output, as in
+    HF). ``repetition_penalty`` > 1 discourages tokens already in the context (HF's rule: positive logits divided,
     negative multiplied). ``banned_words`` are never produced as words (with or without a leading space);
     ``banned_token_ids`` are never produced at all.
     """
@@ -165,6 +169,7 @@ class Generation:
     stop_reason: str  # "max_new_tokens" or "stop"
     notes: list[str] = field(default_factory=list)
     attention: torch.Tensor | None = None  # (L, H, T, T) over prompt + output, when asked for
+    prompt_strs: list[str] = field(default_factory=list)  # display strings of the prompt's tokens
 
     @property
     def ids(self) -> list[int]:
@@ -218,6 +223,10 @@ def prompt_ids(model: GPT, tok: Tokenizer | None, prompt: str | Sequence[int]) -
     if isinstance(prompt, str):
         if tok is None:
             raise ValueError("a text prompt needs a tokenizer; pass token ids to generate without one")
+        lone = next((i for i, ch in enumerate(prompt) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+        if lone is not None:  # e.g. "abc\ud800def" from a JSON client: not a character, so no tokenizer can take it
+            raise ValueError(f"the prompt has an unpaired surrogate U+{ord(prompt[lone]):04X} at position {lone}, "
+                             "which is not a character")
         ids = tok.encode(prompt)
     else:
         ids = [int(i) for i in prompt]
@@ -248,7 +257,7 @@ def sampling_pipeline(
     Stages, in order: ``raw`` (the model's softmax), ``penalties`` (only when a repetition penalty or a ban applies;
     ``context`` holds the ids the penalty sees, ``banned`` token sequences whose last token is banned when the
     context ends with the rest), ``temperature``, ``top-k``, ``top-p``. Each is a probability vector summing to 1;
-    the token is drawn from the last one (or is its argmax when ``temperature == 0``).
+    the token is drawn from the last one (or is its argmax when ``temperature < MIN_TEMPERATURE``).
     """
     logits = logits.float()
     dists = [("raw", torch.softmax(logits, dim=-1))]
@@ -267,7 +276,7 @@ def sampling_pipeline(
             raise ValueError("every token is banned: nothing can be generated")
         dists.append(("penalties", torch.softmax(adjusted, dim=-1)))
 
-    if cfg.temperature == 0:  # greedy: the limit of temperature -> 0 puts all mass on the argmax
+    if cfg.temperature < MIN_TEMPERATURE:  # greedy: the limit of temperature -> 0 puts all mass on the argmax
         token = int(adjusted.argmax())
         onehot = torch.zeros_like(logits)
         onehot[token] = 1.0
@@ -369,7 +378,7 @@ class _Decoder:
         # Greedy decoding gives three stages one and the same one-hot tensor: summarize each distinct tensor once,
         # and that one without scanning the vocabulary: it holds the picked token alone, at probability 1.
         summaries: dict[int, tuple[list[Candidate], int]] = {}
-        if self.cfg.temperature == 0:
+        if self.cfg.temperature < MIN_TEMPERATURE:
             summaries[id(dists[-1][1])] = ([Candidate(token, _display(self.tok, [token])[0], 1.0)], 1)
         for _, probs in dists:
             if id(probs) not in summaries:
@@ -490,6 +499,7 @@ def generate(
         steps=steps,
         stop_reason=decoder.stop_reason,
         notes=[n for s in steps for n in s.notes],
+        prompt_strs=_display(tok, decoder.prompt_ids),
     )
     if attention:
         result.attention = _assemble_attention(decoder, steps)

@@ -1,8 +1,9 @@
 """Plotly figures of what the model did: attention, logit lens, the sampling pipeline, head ablation.
 
 Every function takes plain data (numpy arrays, lists of :class:`~workbench.generate.Candidate`) and returns a
-``plotly.graph_objects.Figure`` with an explicit height, so the same figures serve the app and the lessons. Nothing
-here runs the model. Figures embed no external resources: the page that shows them serves plotly.js itself.
+``plotly.graph_objects.Figure`` with an explicit height, for notebooks (the app draws its views in the browser, from
+the same step records). :func:`step_views` draws the app's five views of one step of a generation. Nothing here
+runs the model. Figures embed no external resources: the page that shows them serves plotly.js itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.generate import Candidate, LensRow, Stage
+from workbench.generate import Candidate, Generation, LensRow, Stage
 
 ATTENTION_SCALE = "Blues"
 PROB_SCALE = "Viridis"
@@ -206,3 +207,33 @@ def ablation_comparison(
                       yaxis_range=[0, 1])
     fig.update_xaxes(tickangle=-60, tickfont_size=9, title_text="generated token")
     return fig
+
+
+STEP_VIEW = 64  # positions of the attention views in step_views
+STEP_LENS = 16  # positions of its logit lens
+
+
+def step_views(
+    gen: Generation, step: int, *, layer: int = 0, head: int | str = "mean"
+) -> tuple[go.Figure, go.Figure, go.Figure, go.Figure, go.Figure]:
+    """The app's five views of one step of ``gen`` (made with ``generate(..., attention=True)``): the attention
+    heatmap of ``layer``/``head`` (or the mean of the heads), every head of that layer, the logit lens up to the step,
+    the top candidates and the sampling pipeline."""
+    if gen.attention is None:
+        raise ValueError("step_views needs the full pattern: generate(..., attention=True)")
+    s = gen.steps[step]
+    tokens = [*gen.prompt_strs, *gen.token_strs]
+    q = len(gen.prompt_ids) - 1 + step  # the position that produced the step's token
+    start = max(0, q + 1 - STEP_VIEW)
+    pattern = gen.attention[layer, :, start : q + 1, start : q + 1].numpy()  # (H, n, n)
+    matrix = pattern.mean(0) if head == "mean" else pattern[int(head)]
+    who = "mean of heads" if head == "mean" else f"H{head}"
+    produced = f"step {step}: {show_token(tokens[q])} → {show_token(s.token_str)}"
+    heatmap = attention_heatmap(matrix, tokens[start : q + 1], start=start, title=f"L{layer} {who} · {produced}")
+    first = max(0, step + 1 - STEP_LENS)
+    P = len(gen.prompt_ids)
+    lens = logit_lens([st.lens for st in gen.steps[first : step + 1]], tokens[P - 1 + first : P + step],
+                      start=P - 1 + first, title=f"logit lens · {produced}")
+    topk = topk_bars(s.top, s.token_id, title=f"top candidates · {produced}")
+    return heatmap, head_grid(pattern, layer=layer), lens, topk, sampling_pipeline(s.stages, s.token_id)
+

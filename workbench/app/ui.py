@@ -262,7 +262,9 @@ def build_app(
             run.seconds = time.perf_counter() - run.started
             yield tok.decode(run.token_ids), run.frame(sent, seq), run
 
-        press = go_btn.click(on_press, inputs=inputs, outputs=[viewer], queue=False, api_visibility="private")
+        # Queued (so that bad input gets Gradio's pop-up with the message) but never waiting for a generator.
+        press = go_btn.click(on_press, inputs=inputs, outputs=[viewer], concurrency_limit=None,
+                             show_progress="hidden", api_visibility="private")
         press.success(on_generate, inputs=[*inputs, run_state], outputs=[text, viewer, run_state],
                       api_name="generate")
 

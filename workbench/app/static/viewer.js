@@ -645,7 +645,7 @@ function draw() {
   wb.dataset.sel = String(sel);
   wb.dataset.paints = String(Number(wb.dataset.paints) + 1);
   wb.dataset.run = run ? run.id : "";
-  paintLog.push([stepCount(), Date.now(), run ? run.state : "idle", run ? run.tLast : 0]);
+  paintLog.push([stepCount(), Date.now(), wb.dataset.state, run ? run.tLast : 0]);
   if (paintLog.length > 5000) paintLog.splice(0, 1000);
 }
 schedule();

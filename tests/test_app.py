@@ -6,6 +6,7 @@ shipped model. The app is launched once per module on a free port.
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save
 from workbench import viz
 from workbench.__main__ import main
 from workbench.app import build_app, cpu_threads, parse_heads, serve, strings, ui
-from workbench.app.session import InputError, Run, find_run, read_prompt, read_settings
+from workbench.app.session import VIEW, InputError, Run, find_run, read_prompt, read_settings
 from workbench.generate import stream
 from workbench.serve import step_batches
 from workbench.tokenizers import CharTokenizer
@@ -272,6 +273,7 @@ def test_empty_or_too_long_prompt_is_noted_and_still_generates(server, tiny, pro
     text, frame = client.predict(prompt, 12, SETTINGS["temperature"], SETTINGS["top_k"], SETTINGS["top_p"], 3,
                                  api_name="/generate")
     assert text == reference(model, tok, prompt, 12, seed=3)
+    frame = json.loads(frame)
     assert frame["notes"][0] == note and frame["state"] == "done"
 
 
@@ -308,6 +310,7 @@ def test_ablation_endpoint_regenerates_with_heads_off(server, tiny):
     cfg = SamplingConfig(max_new_tokens=20, seed=5, **SETTINGS)
     assert base_text == base
     assert ablated_text == generate(model, tok, "ROMEO:", cfg, capture=False, ablate=[(0, 1), (1, 0)]).text
+    chart = json.loads(chart)
     assert chart["ablation"]["heads"] == ["L0H1", "L1H0"] and len(chart["ablation"]["off"]) == 20
 
 
@@ -334,11 +337,15 @@ def test_page_data_holds_the_attention_rows_lens_and_candidates_of_each_step(tin
         run.add(step)
     full = generate(model, tok, ids, SamplingConfig(max_new_tokens=12, seed=0), attention=True).attention
     P = len(ids)
+    def keys(q: int, data: dict) -> np.ndarray:  # the last n keys of position q's row, which end at q
+        return full[:, :, q, q + 1 - data["n"] : q + 1]
+
     for q in range(P - 1):  # prompt rows
-        np.testing.assert_allclose(decode_rows(run.prompt_rows[q], (2, 2)), full[:, :, q, : q + 1], atol=2e-5)
-    for i in (0, 5, 11):  # the row of the position that produced step i
+        np.testing.assert_allclose(decode_rows(run.prompt_rows[q], (2, 2)), keys(q, run.prompt_rows[q]), atol=2e-5)
+    for i in (0, 5, 11):  # the row of the position that produced step i, cut to the keys the views show
         q = P - 1 + i
-        np.testing.assert_allclose(decode_rows(run.steps[i], (2, 2)), full[:, :, q, : q + 1], atol=2e-5)
+        assert run.steps[i]["n"] == min(q + 1, VIEW)
+        np.testing.assert_allclose(decode_rows(run.steps[i], (2, 2)), keys(q, run.steps[i]), atol=2e-5)
     s = run.steps[3]
     assert s["t"] == steps[3].token_str and s["top"][0][2] == steps[3].top[0].token_id
     assert [st[0] for st in s["stages"]] == ["raw", "temperature", "top-k", "top-p"]

@@ -27,7 +27,7 @@ from workbench.generate import Candidate, SamplingConfig, Step, prompt_ids
 from workbench.model import GPT
 from workbench.tokenizers import Tokenizer
 
-VIEW = 64  # keys of each attention row the page receives: the views show at most this many positions
+VIEW = 16  # keys of each attention row the page receives: the attention views show at most this many positions
 LENS_TOP = 3  # tokens per layer in the lens row the page receives
 SHOWN_CHARS = 40  # a bad value longer than this is shortened in the error message
 

@@ -3,7 +3,9 @@
 // draws every view from it: the streamed text, the token strip, attention (one head or the mean, and all heads of
 // a layer), top candidates, the sampling pipeline and the logit lens. One selected step drives them all.
 const root = element.querySelector(".wb-root");
-const page = props.value && props.value.page;
+// The server sends each value as one JSON string (cheaper for Gradio to diff than nested objects).
+const parse = (v) => (typeof v === "string" ? JSON.parse(v) : v);
+const page = parse(props.value).page;
 const lang = window.wbLanguage === "zh-CN" ? "zh-CN" : "en";
 const S = page.strings[lang];
 const WINDOW = 16; // positions in the attention heatmap
@@ -149,6 +151,11 @@ let follow = true; // while streaming, the selection follows the newest step
 let prevState = "idle";
 let playing = null;
 let gapPending = false;
+let clickedAt = -1; // when Generate was last pressed, and when the newest run's first frame came
+let runSeenAt = -1;
+document.addEventListener("click", (e) => {
+  if (e.target.closest && e.target.closest("#generate")) clickedAt = performance.now();
+}, true);
 const stash = [];
 // One entry per paint, [steps shown, Date.now(), state, the server's time of its newest step (ms since the epoch)]:
 // read by the browser tests and benchmarks/app.py (the page and a local server share the clock).
@@ -165,6 +172,7 @@ function apply(f) {
   if (!run || run.id !== f.run) {
     if (f.from !== 0 || !f.head) return requestGap(f.run, 0, f);
     run = newRun(f);
+    runSeenAt = performance.now();
     sel = -1;
     follow = true;
   }
@@ -200,10 +208,12 @@ async function requestGap(id, from, f) {
 }
 
 function onValue() {
-  const v = props.value;
+  const v = parse(props.value);
   if (!v || typeof v !== "object") return;
   if (v.ablation) return showAblation(v.ablation);
   if (v.state === "waiting" && !v.run) {
+    // Generate starts two events at once; this one's answer can come after the run's first frames: then it is old.
+    if (runSeenAt > clickedAt) return;
     stopPlaying();
     run = null;
     sel = -1;
@@ -301,14 +311,23 @@ presentBox.addEventListener("change", () => {
 window.addEventListener("resize", schedule);
 
 // ---- drawing: at most once per animation frame, always the latest state ----
+// While a run streams, at most one paint per STREAM_PAINT_MS: each paint redraws every view at the newest step,
+// and on a small machine the browser's drawing takes the CPU the model needs. Ten a second still look live.
+const STREAM_PAINT_MS = 100;
 let drawQueued = false;
+let lastPaint = 0;
 function schedule() {
   if (drawQueued) return;
   drawQueued = true;
-  requestAnimationFrame(() => {
-    drawQueued = false;
-    draw();
-  });
+  const paint = () =>
+    requestAnimationFrame(() => {
+      drawQueued = false;
+      lastPaint = performance.now();
+      draw();
+    });
+  const wait = run && run.state === "generating" ? lastPaint + STREAM_PAINT_MS - performance.now() : 0;
+  if (wait > 0) setTimeout(paint, wait);
+  else paint();
 }
 
 function tokenAt(pos) {
@@ -362,14 +381,20 @@ function drawStatus() {
   status.textContent = line;
 }
 
+let shownText = null;
 function drawText() {
   // While the run streams, the whole text; afterwards, the text up to the selected step (a replay writes it again).
-  promptSpan.textContent = run ? run.prompt.join("") : "";
+  // A growing text is appended to, not set again: the box is not laid out anew for every paint.
+  setText(promptSpan, run ? run.prompt.join("") : "");
   const n = stepCount();
+  let text = "";
+  if (run && (run.state === "generating" || sel >= n - 1)) text = run.text;
+  else if (run) text = run.steps.slice(0, sel + 1).map((s) => s.t).join("");
   const atEnd = textBox.scrollTop + textBox.clientHeight >= textBox.scrollHeight - 24;
-  if (!run) genSpan.textContent = "";
-  else if (run.state === "generating" || sel >= n - 1) genSpan.textContent = run.text;
-  else genSpan.textContent = run.steps.slice(0, sel + 1).map((s) => s.t).join("");
+  if (shownText !== null && text.startsWith(shownText) && genSpan.firstChild) {
+    if (text.length > shownText.length) genSpan.firstChild.appendData(text.slice(shownText.length));
+  } else genSpan.textContent = text;
+  shownText = text;
   if (atEnd || follow || playing) textBox.scrollTop = textBox.scrollHeight;
 }
 
@@ -488,125 +513,150 @@ function drawAttention() {
   ctx.strokeStyle = "#d62728";
   ctx.lineWidth = 2;
   ctx.strokeRect(labelW - 1, top + (n - 1) * cell - 1, cell * n + 1, cell + 1);
-  legend.replaceChildren();
-  const scale = el("span", "wb-legend-text", t("scale"));
-  legend.appendChild(scale);
-  for (const w of [0, 0.05, 0.25, 0.5, 1]) {
-    const sw = el("span", "wb-swatch", String(w));
-    sw.style.background = colour(w);
-    sw.style.color = w > 0.3 ? "white" : "#222";
-    legend.appendChild(sw);
-  }
 }
 
-function barRow(label, p, picked, maxP) {
-  const row = el("div", "wb-bar-row" + (picked ? " wb-picked" : ""));
-  const name = el("span", "wb-bar-label", show(label));
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+function ensureChildren(parent, n, make) {
+  // Reuse the children a view already has: rebuilding them on every paint made the browser lay out the page anew.
+  while (parent.children.length < n) parent.appendChild(make());
+  while (parent.children.length > n) parent.lastChild.remove();
+  return parent.children;
+}
+function makeBarRow() {
+  const row = el("div", "wb-bar-row");
   const track = el("span", "wb-bar-track");
-  const fill = el("span", "wb-bar-fill");
-  fill.style.width = (100 * p / (maxP || 1)).toFixed(1) + "%";
-  track.appendChild(fill);
-  row.append(name, track, el("span", "wb-bar-value", p.toFixed(3)));
+  track.appendChild(el("span", "wb-bar-fill"));
+  row.append(el("span", "wb-bar-label"), track, el("span", "wb-bar-value"));
   return row;
+}
+function setBarRow(row, label, p, picked, maxP) {
+  setText(row.children[0], show(label));
+  row.children[1].firstChild.style.width = (100 * p / (maxP || 1)).toFixed(1) + "%";
+  setText(row.children[2], p.toFixed(3));
+  row.classList.toggle("wb-picked", picked);
 }
 
 function drawCandidates() {
-  candBars.replaceChildren();
   if (!run || sel < 0) {
     candTitle.textContent = t("candidates_empty");
+    candBars.replaceChildren();
     return;
   }
   const s = run.steps[sel];
-  candTitle.textContent = t("candidates", { step: sel });
+  setText(candTitle, t("candidates", { step: sel }));
+  const rows = s.top.map(([str, p, id]) => [str, p, id === s.id]);
+  if (!rows.some((r) => r[2])) rows.push([s.t, s.p, true]);
   const maxP = s.top.length ? s.top[0][1] : 1;
-  let shown = false;
-  for (const [str, p, id] of s.top) {
-    candBars.appendChild(barRow(str, p, id === s.id, maxP));
-    shown = shown || id === s.id;
-  }
-  if (!shown) candBars.appendChild(barRow(s.t, s.p, true, maxP));
+  const kids = ensureChildren(candBars, rows.length, makeBarRow);
+  rows.forEach(([str, p, picked], i) => setBarRow(kids[i], str, p, picked, maxP));
 }
 
+function makeStage() {
+  const col = el("div", "wb-stage");
+  col.append(el("div", "wb-stage-name"), el("div", "wb-stage-kept"), el("div", "wb-stage-bars"));
+  return col;
+}
 function drawPipeline() {
-  stagesBox.replaceChildren();
   if (!run || sel < 0) {
     pipeTitle.textContent = t("pipeline_empty");
+    stagesBox.replaceChildren();
     return;
   }
   const s = run.steps[sel];
-  pipeTitle.textContent = t("pipeline", { step: sel });
-  for (const [name, kept, cands] of s.stages) {
-    const col = el("div", "wb-stage");
-    col.appendChild(el("div", "wb-stage-name", t("stage_" + name)));
-    col.appendChild(el("div", "wb-stage-kept", t("kept", { n: kept })));
-    const maxP = cands.length ? cands[0][1] : 1;
-    for (const [str, p, id] of cands.slice(0, 5)) col.appendChild(barRow(str, p, id === s.id, maxP));
-    stagesBox.appendChild(col);
-  }
+  setText(pipeTitle, t("pipeline", { step: sel }));
+  const cols = ensureChildren(stagesBox, s.stages.length, makeStage);
+  s.stages.forEach(([name, kept, cands], i) => {
+    const col = cols[i];
+    setText(col.children[0], t("stage_" + name));
+    setText(col.children[1], t("kept", { n: kept }));
+    const top = cands.slice(0, 5);
+    const maxP = top.length ? top[0][1] : 1;
+    const bars = ensureChildren(col.children[2], top.length, makeBarRow);
+    top.forEach(([str, p, id], j) => setBarRow(bars[j], str, p, id === s.id, maxP));
+  });
 }
 
 function drawLens() {
-  lensGrid.replaceChildren();
   if (!run || sel < 0 || !run.steps[sel].lens) {
     lensTitle.textContent = t("lens_empty");
+    lensGrid.replaceChildren();
     return;
   }
-  lensTitle.textContent = t("lens", { step: sel });
+  setText(lensTitle, t("lens", { step: sel }));
   const first = Math.max(0, sel - LENS_COLUMNS + 1);
   const cols = sel - first + 1;
-  lensGrid.style.gridTemplateColumns = `minmax(7em, auto) repeat(${cols}, minmax(3.5em, 1fr))`;
-  const P = run.prompt.length;
-  lensGrid.appendChild(el("div", "wb-lens-corner", ""));
-  for (let i = first; i <= sel; i++) {
-    const h = el("div", "wb-lens-head" + (i === sel ? " wb-lens-cur" : ""), show(tokenAt(P - 1 + i)) + " →");
-    h.title = t("lens_position", { pos: P - 1 + i });
-    lensGrid.appendChild(h);
-  }
   const rows = run.steps[sel].lens.length;
+  const template = `minmax(7em, auto) repeat(${cols}, minmax(3.5em, 1fr))`;
+  if (lensGrid.style.gridTemplateColumns !== template) lensGrid.style.gridTemplateColumns = template;
+  const cells = ensureChildren(lensGrid, (cols + 1) * (rows + 1), () => el("div"));
+  const P = run.prompt.length;
+  let k = 0;
+  const cell = (cls, text) => {
+    const c = cells[k++];
+    if (c.className !== cls) c.className = cls;
+    setText(c, text);
+    return c;
+  };
+  cell("wb-lens-corner", "");
+  for (let i = first; i <= sel; i++) {
+    cell("wb-lens-head" + (i === sel ? " wb-lens-cur" : ""), show(tokenAt(P - 1 + i)) + " →").title =
+      t("lens_position", { pos: P - 1 + i });
+  }
   for (let r = rows - 1; r >= 0; r--) {
-    const layer = Math.floor(r / 2);
-    lensGrid.appendChild(el("div", "wb-lens-row", t(r % 2 ? "lens_mlp" : "lens_attn", { layer })));
+    cell("wb-lens-row", t(r % 2 ? "lens_mlp" : "lens_attn", { layer: Math.floor(r / 2) }));
     for (let i = first; i <= sel; i++) {
       const [str, p] = run.steps[i].lens[r][0];
-      const cell = el("div", "wb-lens-cell" + (i === sel ? " wb-lens-cur" : ""), show(str));
-      cell.style.background = `rgba(44, 160, 44, ${0.08 + 0.8 * p})`;
-      if (str === run.steps[i].t) cell.classList.add("wb-lens-hit");
-      cell.title = run.steps[i].lens[r].map(([s2, p2]) => show(s2) + " " + p2.toFixed(3)).join("\n");
-      lensGrid.appendChild(cell);
+      const hit = str === run.steps[i].t ? " wb-lens-hit" : "";
+      const c = cell("wb-lens-cell" + (i === sel ? " wb-lens-cur" : "") + hit, show(str));
+      c.style.background = `rgba(44, 160, 44, ${(0.08 + 0.8 * p).toFixed(2)})`;
+      c.title = run.steps[i].lens[r].map(([s2, p2]) => show(s2) + " " + p2.toFixed(3)).join("\n");
     }
   }
 }
 
+function makeHeadBox() {
+  const box = el("div", "wb-head-box");
+  box.append(el("canvas"), el("div", "wb-head-name"));
+  box.addEventListener("click", () => {
+    headSel.value = box.dataset.h;
+    schedule();
+  });
+  return box;
+}
 function drawHeads() {
-  headGrid.replaceChildren();
   const view = currentView();
   if (!run || sel < 0) {
     headsTitle.textContent = t("heads", { layer: view.layer, n: GRID_WINDOW });
+    headGrid.replaceChildren();
     return;
   }
   const q = run.prompt.length - 1 + sel;
   const lo = Math.max(0, q - GRID_WINDOW + 1);
   const n = q - lo + 1;
-  headsTitle.textContent = t("heads", { layer: view.layer, n });
-  const cell = Math.max(3, Math.floor(84 / n));
+  setText(headsTitle, t("heads", { layer: view.layer, n }));
+  const cellSize = Math.max(3, Math.floor(84 / n));
+  const size = cellSize * n;
+  const boxes = ensureChildren(headGrid, shape.H, makeHeadBox);
   for (let h = 0; h < shape.H; h++) {
-    const box = el("div", "wb-head-box" + (view.head === h ? " wb-head-cur" : ""));
-    const c = el("canvas");
-    c.width = cell * n;
-    c.height = cell * n;
+    const box = boxes[h];
+    box.dataset.h = String(h);
+    box.classList.toggle("wb-head-cur", view.head === h);
+    const c = box.firstChild;
+    if (c.width !== size) {
+      c.width = size;
+      c.height = size;
+    }
     const ctx = c.getContext("2d");
+    ctx.clearRect(0, 0, size, size);
     for (let i = 0; i < n; i++) {
       for (let j = 0; j <= i; j++) {
         ctx.fillStyle = colour(weight(lo + i, lo + j, view.layer, h));
-        ctx.fillRect(j * cell, i * cell, cell, cell);
+        ctx.fillRect(j * cellSize, i * cellSize, cellSize, cellSize);
       }
     }
-    box.append(c, el("div", "wb-head-name", "L" + view.layer + "H" + h));
-    box.addEventListener("click", () => {
-      headSel.value = String(h);
-      schedule();
-    });
-    headGrid.appendChild(box);
+    setText(box.lastChild, "L" + view.layer + "H" + h);
   }
 }
 
@@ -647,5 +697,12 @@ function draw() {
   wb.dataset.run = run ? run.id : "";
   paintLog.push([stepCount(), Date.now(), wb.dataset.state, run ? run.tLast : 0]);
   if (paintLog.length > 5000) paintLog.splice(0, 1000);
+}
+legend.appendChild(el("span", "wb-legend-text", t("scale")));
+for (const w of [0, 0.05, 0.25, 0.5, 1]) {
+  const sw = el("span", "wb-swatch", String(w));
+  sw.style.background = colour(w);
+  sw.style.color = w > 0.3 ? "white" : "#222";
+  legend.appendChild(sw);
 }
 schedule();

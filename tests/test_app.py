@@ -469,3 +469,43 @@ def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| bare `workbench.stream`" in out.stdout and "| app via `gradio_client`" in out.stdout
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_served_app_logs_bad_input_as_one_line_and_stops_cleanly(tiny, tmp_path, stop_signal):
+    """As `make app` runs it: its own process with worker processes, stopped mid-generation by Ctrl+C in its
+    terminal (SIGINT to the whole process group) or by `kill` (SIGTERM)."""
+    import os
+    import signal
+
+    save_checkpoint(*tiny, tmp_path)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--model", str(tmp_path), "--port",
+                               str(port), "--concurrency", "4", "--max-new-tokens-cap", str(CAP)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+                break
+            except Exception:  # not listening yet
+                assert time.time() < deadline and server.poll() is None, "the app did not start"
+                time.sleep(0.5)
+        assert call(client, "ROMEO:", 8, seed=1) == reference(*tiny, "ROMEO:", 8, seed=1)
+        for top_p, seed in [(1.5, 0), (0.9, "abc"), (0.9, -1)]:
+            with pytest.raises(AppError):
+                client.predict("ROMEO:", 5, 0.8, 10, top_p, seed, api_name="/generate")
+        client.submit("ROMEO:", CAP, 0.8, 10, 0.9, 0, api_name="/generate")  # still generating when stopped
+        time.sleep(1)
+        os.killpg(server.pid, getattr(signal, stop_signal))
+        log, _ = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert log.count("bad input:") == 3 and "Traceback" not in log, log
+    # An Event per worker held semaphores, which the resource tracker reported as leaked on SIGTERM.
+    assert "leaked" not in log, log
+    if stop_signal == "SIGINT":
+        assert server.returncode == 0, log

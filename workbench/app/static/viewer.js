@@ -325,7 +325,9 @@ function schedule() {
       lastPaint = performance.now();
       draw();
     });
-  const wait = run && run.state === "generating" ? lastPaint + STREAM_PAINT_MS - performance.now() : 0;
+  // The first token of a run is painted at once.
+  const streaming = run && run.state === "generating" && Number(wb.dataset.steps) > 0 && wb.dataset.run === run.id;
+  const wait = streaming ? lastPaint + STREAM_PAINT_MS - performance.now() : 0;
   if (wait > 0) setTimeout(paint, wait);
   else paint();
 }

@@ -289,6 +289,11 @@ def test_language_switch_reloads_the_views_and_messages_in_the_other_language(br
     page.wait_for_selector(".wb")
     expect(page.locator(".wb-status")).to_contain_text("就绪")
     expect(page.locator(".wb-lang")).to_have_text("English")
+    expect(page.locator("#generate")).to_have_text("生成")  # Gradio's widgets too
+    expect(page.locator("#stop")).to_have_text("停止")
+    expect(page.locator("#prompt")).to_contain_text("提示词")
+    page.click("#ablation")  # rendered only when opened: relabelled then
+    expect(page.locator("#ablation")).to_contain_text("要关闭的注意力头")
     page.fill("#seed input", "-5")  # the server's messages follow the switch too
     page.press("#seed input", "Tab")
     page.click("#generate")

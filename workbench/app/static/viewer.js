@@ -294,6 +294,35 @@ pace.addEventListener("change", () => {
     playBtn.click();
   }
 });
+// Gradio labelled its own widgets in the browser's language before the page could say otherwise; when the switch
+// chose the other one, the labels that come from our table are put in this language, now and whenever Gradio
+// renders more of them (an accordion opening).
+if ((window.wbBrowserLanguage || "en") !== lang) {
+  const before = page.strings[window.wbBrowserLanguage || "en"];
+  const relabels = new Map();
+  for (const [key, text] of Object.entries(before)) if (S[key] !== text) relabels.set(text.trim(), S[key]);
+  const relabel = () => {
+    const app = document.querySelector("gradio-app") || document.body;
+    const walk = document.createTreeWalker(app, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) {
+      const node = walk.currentNode;
+      const text = node.textContent.trim();
+      if (text && relabels.has(text) && !(node.parentElement && node.parentElement.closest(".wb"))) {
+        node.textContent = relabels.get(text);
+      }
+    }
+  };
+  relabel();
+  let relabelQueued = false;
+  new MutationObserver((records) => {
+    if (relabelQueued || records.every((r) => r.target.closest && r.target.closest(".wb"))) return;
+    relabelQueued = true;
+    setTimeout(() => {
+      relabelQueued = false;
+      relabel();
+    }, 50);
+  }).observe(document.body, { subtree: true, childList: true });
+}
 langBtn.addEventListener("click", () => {
   const url = new URL(window.location.href);
   url.searchParams.set("lang", lang === "zh-CN" ? "en" : "zh-CN");

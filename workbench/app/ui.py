@@ -96,13 +96,16 @@ def request_language(request: gr.Request | None) -> str:
     return strings.language(dict(request.cookies), request.headers.get("accept-language"))
 
 
+def tell(err: InputError, lang: str) -> str:
+    """What is wrong with the input, in ``lang`` (a parameter given as ``(key, params)`` is a string of its own)."""
+    params = {k: strings.say(v[0], lang, **v[1]) if isinstance(v, tuple) else v for k, v in err.params.items()}
+    return strings.say(err.key, lang, **params)
+
+
 def fail(err: InputError, lang: str) -> gr.Error:
     """The page's message for bad input, logged as one line (no traceback: nothing is wrong with the server)."""
-    params = {k: strings.say(v[0], lang, **v[1]) if isinstance(v, tuple) else v for k, v in err.params.items()}
-    text = strings.say(err.key, lang, **params)
-    log.warning("bad input: %s", strings.say(err.key, "en", **{
-        k: strings.say(v[0], "en", **v[1]) if isinstance(v, tuple) else v for k, v in err.params.items()}))
-    return gr.Error(text, title=strings.say("error", lang), print_exception=False)
+    log.warning("bad input: %s", tell(err, "en"))
+    return gr.Error(tell(err, lang), title=strings.say("error", lang), print_exception=False)
 
 
 def token_probs(model: GPT, ids: list[int], n_new: int, ablate: list[tuple[int, int]]) -> list[float]:
@@ -204,22 +207,17 @@ def build_app(
         stops: set[str] = set()  # sessions whose Stop was pressed while their run waits or runs
         inputs = [prompt, max_new, temperature, top_k, top_p, seed]
 
-        def check(prompt: Any, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
-                  lang: str) -> tuple[Any, list[int], list[dict]]:
-            try:
-                cfg = read_settings(max_new_tokens, temperature, top_k, top_p, seed, max_new_tokens_cap)
-                ids, notes = read_prompt(model, tok, prompt)
-            except InputError as err:
-                raise fail(err, lang) from None
-            return cfg, ids, notes
+        def read_input(prompt: Any, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any,
+                       seed: Any) -> tuple[Any, list[int], list[dict]]:
+            cfg = read_settings(max_new_tokens, temperature, top_k, top_p, seed, max_new_tokens_cap)
+            return (cfg, *read_prompt(model, tok, prompt))
 
         def on_press(prompt: Any, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
                      request: gr.Request) -> Any:
             """Generate was pressed: show that the run waits for a generator (bad input is left to the run itself,
             which says what is wrong; the views then keep the last run)."""
             try:
-                read_settings(max_new_tokens, temperature, top_k, top_p, seed, max_new_tokens_cap)
-                read_prompt(model, tok, prompt)
+                read_input(prompt, max_new_tokens, temperature, top_k, top_p, seed)
             except InputError:
                 return gr.skip()
             session = request.session_hash or ""
@@ -241,8 +239,10 @@ def build_app(
             """Stream one generation: each frame carries the steps made since the last one, FRAME_SECONDS apart at
             most (a frame costs the server a little whatever it carries)."""
             session = request.session_hash or ""
-            cfg, ids, notes = check(prompt, max_new_tokens, temperature, top_k, top_p, seed,
-                                    request_language(request))
+            try:
+                cfg, ids, notes = read_input(prompt, max_new_tokens, temperature, top_k, top_p, seed)
+            except InputError as err:
+                raise fail(err, request_language(request)) from None
             if cfg.seed is None:  # draw one now and keep it, so that ablation can replay the same samples
                 cfg.seed = secrets.randbits(63)
             run = Run(cfg, ids, tok.token_strs(ids), (c.n_layer, c.n_head), c.block_size, notes)

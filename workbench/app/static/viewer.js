@@ -390,14 +390,21 @@ function weight(q, k, layer, head) {
   return s / H;
 }
 const RAMP = [[0, [247, 251, 255]], [0.55, [66, 146, 198]], [1, [8, 48, 107]]]; // white, mid blue, dark blue
-function colour(w) {
-  const x = Math.pow(Math.max(0, Math.min(1, w)), GAMMA);
+function rampAt(x) {
   const i = x <= RAMP[1][0] ? 0 : 1;
   const [x0, c0] = RAMP[i];
   const [x1, c1] = RAMP[i + 1];
   const f = (x - x0) / (x1 - x0);
-  const c = c0.map((v, k) => Math.round(v + f * (c1[k] - v)));
-  return `rgb(${c[0]},${c[1]},${c[2]})`;
+  return c0.map((v, k) => Math.round(v + f * (c1[k] - v)));
+}
+// 256 steps of the scale, computed once: a paint looks colours up instead of building them.
+const PALETTE = Array.from({ length: 256 }, (_, i) => rampAt(i / 255));
+const PALETTE_CSS = PALETTE.map((c) => `rgb(${c[0]},${c[1]},${c[2]})`);
+function shade(w) {
+  return Math.round(255 * Math.pow(Math.max(0, Math.min(1, w)), GAMMA));
+}
+function colour(w) {
+  return PALETTE_CSS[shade(w)];
 }
 
 function drawStatus() {
@@ -515,10 +522,12 @@ function drawAttention() {
   const dpr = window.devicePixelRatio || 1;
   const W = labelW + cell * n + 4;
   const H = top + cell * n + 4;
-  attCanvas.width = Math.round(W * dpr);
-  attCanvas.height = Math.round(H * dpr);
-  attCanvas.style.width = W + "px";
-  attCanvas.style.height = H + "px";
+  if (attCanvas.width !== Math.round(W * dpr) || attCanvas.height !== Math.round(H * dpr)) {
+    attCanvas.width = Math.round(W * dpr);
+    attCanvas.height = Math.round(H * dpr);
+    attCanvas.style.width = W + "px";
+    attCanvas.style.height = H + "px";
+  }
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, W, H);
   ctx.font = `${Math.min(font, cell + 2)}px ui-monospace, monospace`;
@@ -641,8 +650,13 @@ function drawLens() {
       const [str, p] = run.steps[i].lens[r][0];
       const hit = str === run.steps[i].t ? " wb-lens-hit" : "";
       const c = cell("wb-lens-cell" + (i === sel ? " wb-lens-cur" : "") + hit, show(str));
-      c.style.background = `rgba(44, 160, 44, ${(0.08 + 0.8 * p).toFixed(2)})`;
-      c.title = run.steps[i].lens[r].map(([s2, p2]) => show(s2) + " " + p2.toFixed(3)).join("\n");
+      const bg = `rgba(44, 160, 44, ${(0.08 + 0.8 * p).toFixed(2)})`;
+      const tipKey = run.steps[i].lens[r].map(([s2, p2]) => s2 + p2).join("|");
+      if (c.dataset.tip !== tipKey) {
+        c.dataset.tip = tipKey;
+        c.style.background = bg;
+        c.title = run.steps[i].lens[r].map(([s2, p2]) => show(s2) + " " + p2.toFixed(3)).join("\n");
+      }
     }
   }
 }
@@ -667,26 +681,32 @@ function drawHeads() {
   const lo = Math.max(0, q - GRID_WINDOW + 1);
   const n = q - lo + 1;
   setText(headsTitle, t("heads", { layer: view.layer, n }));
-  const cellSize = Math.max(3, Math.floor(84 / n));
-  const size = cellSize * n;
+  // One pixel per cell, scaled up by the page (image-rendering: pixelated): no shape to draw per cell.
+  const size = Math.max(3, Math.floor(84 / n)) * n;
   const boxes = ensureChildren(headGrid, shape.H, makeHeadBox);
   for (let h = 0; h < shape.H; h++) {
     const box = boxes[h];
     box.dataset.h = String(h);
     box.classList.toggle("wb-head-cur", view.head === h);
     const c = box.firstChild;
-    if (c.width !== size) {
-      c.width = size;
-      c.height = size;
+    if (c.width !== n) {
+      c.width = n;
+      c.height = n;
     }
+    c.style.width = c.style.height = size + "px";
     const ctx = c.getContext("2d");
-    ctx.clearRect(0, 0, size, size);
+    const img = ctx.createImageData(n, n);
     for (let i = 0; i < n; i++) {
-      for (let j = 0; j <= i; j++) {
-        ctx.fillStyle = colour(weight(lo + i, lo + j, view.layer, h));
-        ctx.fillRect(j * cellSize, i * cellSize, cellSize, cellSize);
+      for (let j = 0; j < n; j++) {
+        const rgb = PALETTE[j <= i ? shade(weight(lo + i, lo + j, view.layer, h)) : 0];
+        const at = 4 * (i * n + j);
+        img.data[at] = rgb[0];
+        img.data[at + 1] = rgb[1];
+        img.data[at + 2] = rgb[2];
+        img.data[at + 3] = j <= i ? 255 : 0;
       }
     }
+    ctx.putImageData(img, 0, 0);
     setText(box.lastChild, "L" + view.layer + "H" + h);
   }
 }

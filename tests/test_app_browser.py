@@ -45,8 +45,9 @@ def browser():
         b.close()
 
 
-def open_page(browser, url: str, locale: str = "en-US", scale: float = 1.0, query: str = "") -> Page:
-    context = browser.new_context(viewport={"width": 1280, "height": 720}, locale=locale,
+def open_page(browser, url: str, locale: str = "en-US", scale: float = 1.0, query: str = "",
+              height: int = 720) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": height}, locale=locale,
                                   device_scale_factor=scale)
     page = context.new_page()
     page.requests = []  # every URL the page asks for, to check that none leaves the server
@@ -112,7 +113,7 @@ def sample_while_streaming(page: Page, n: int) -> list[dict]:
 
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
 def test_every_view_changes_while_tokens_arrive(browser, url, locale):
-    page = open_page(browser, url, locale=locale)
+    page = open_page(browser, url, locale=locale, height=1400)  # every view in sight: a view out of sight waits
     samples = sample_while_streaming(page, 200)
     assert samples[-1]["state"] == "done" and samples[-1]["steps"] == 200
     pairs = [(a, b) for a, b in zip(samples, samples[1:]) if b["steps"] > a["steps"] and a["steps"] > 0]
@@ -139,6 +140,10 @@ def test_one_screen_holds_prompt_buttons_text_tokens_attention_and_candidates(br
     # The text follows the stream: its end is in view.
     assert page.evaluate("(() => { const t = document.querySelector('.wb-text');"
                          " return t.scrollTop + t.clientHeight >= t.scrollHeight - 2; })()")
+    # The views below the screen were not drawn while out of sight; scrolled to, they show the last step at once.
+    page.locator(".wb-pipe").scroll_into_view_if_needed()
+    expect(page.locator(".wb-pipe .wb-panel-title")).to_contain_text("step 59")
+    expect(page.locator(".wb-stage")).to_have_count(4)
     # Both attention panels say which layer and head they show.
     assert re.search(r"L0 mean of heads · step 59", page.locator(".wb-att .wb-panel-title").inner_text())
     assert "All heads of L0" in page.locator(".wb-heads .wb-panel-title").inner_text()

@@ -732,16 +732,31 @@ function showAblation(a) {
   });
 }
 
+// Views scrolled out of sight are not drawn (nobody would see them, and drawing them takes CPU from the model on
+// a small machine); one that comes into sight is drawn at once.
+const inSight = new Set();
+const sight = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (e.isIntersecting) inSight.add(e.target);
+    else inSight.delete(e.target);
+  }
+  schedule();
+});
+for (const view of [attPanel, candPanel, pipePanel, lensPanel, headsPanel]) sight.observe(view);
+function drawIfSeen(view, drawView) {
+  if (inSight.has(view)) drawView();
+}
+
 function draw() {
   drawStatus();
   drawText();
   drawStrip();
   drawControls();
-  drawAttention();
-  drawCandidates();
-  drawPipeline();
-  drawLens();
-  drawHeads();
+  drawIfSeen(attPanel, drawAttention);
+  drawIfSeen(candPanel, drawCandidates);
+  drawIfSeen(pipePanel, drawPipeline);
+  drawIfSeen(lensPanel, drawLens);
+  drawIfSeen(headsPanel, drawHeads);
   wb.dataset.steps = String(stepCount());
   wb.dataset.sel = String(sel);
   wb.dataset.paints = String(Number(wb.dataset.paints) + 1);

@@ -628,7 +628,7 @@ function drawLens() {
   const first = Math.max(0, sel - LENS_COLUMNS + 1);
   const cols = sel - first + 1;
   const rows = run.steps[sel].lens.length;
-  const template = `minmax(7em, auto) repeat(${cols}, minmax(3.5em, 1fr))`;
+  const template = `minmax(10em, auto) repeat(${cols}, minmax(3.5em, 1fr))`;
   if (lensGrid.style.gridTemplateColumns !== template) lensGrid.style.gridTemplateColumns = template;
   const cells = ensureChildren(lensGrid, (cols + 1) * (rows + 1), () => el("div"));
   const P = run.prompt.length;

@@ -360,6 +360,7 @@ def test_page_data_holds_the_attention_rows_lens_and_candidates_of_each_step(tin
     assert later["steps"] == [] and later["tx"] == [0, "abc"]  # the page had no text yet: all of it
     run.text = "abd"
     assert run.frame(40, 2)["tx"] == [2, "d"]  # only the tail from where the texts part
+    assert run.frame(40, -1)["tx"] == [0, "abd"]  # a resend of missed steps: the page's text may lag, all of it
 
 
 def test_viz_figures_hold_what_they_show(tiny):

@@ -316,6 +316,31 @@ def test_bad_input_in_the_page_is_one_message_and_the_last_run_stays(page):
     assert page.locator(".wb").get_attribute("data-steps") == "10"  # the last run is still shown
 
 
+def test_missed_frames_are_fetched_again_and_the_page_ends_whole(page, monkeypatch):
+    """Gradio may apply two frames at once, and the page then sees only the second: it must ask for what it missed.
+    Here every other frame of the stream is lost on purpose (it arrives empty, as if its steps had been seen)."""
+    from workbench import SamplingConfig, generate as reference_generate
+    from workbench.app import session
+
+    frame = session.Run.frame
+
+    def lossy(run, start, seq):
+        out = frame(run, start, seq)
+        if seq > 0 and seq % 2 == 1 and out["state"] == "generating":
+            out.update({"from": len(run.steps), "steps": []})
+        return out
+
+    monkeypatch.setattr(session.Run, "frame", lossy)
+    generate(page, "ROMEO:", 150)
+    assert wait_end(page) == "done"
+    assert page.locator(".wb").get_attribute("data-steps") == "150"
+    assert page.locator(".wb-strip .wb-tok:not(.wb-tok-prompt)").count() == 150
+    model, tok = load_model(MODEL, device="cpu")
+    cfg = SamplingConfig(max_new_tokens=150, temperature=0.8, top_k=40, top_p=0.95, seed=0)
+    assert page.locator(".wb-text-gen").text_content() == reference_generate(model, tok, "ROMEO:", cfg).text
+    assert any("component_server" in u for u in page.requests)  # the missed steps were fetched
+
+
 def test_screenshot_is_written_outside_the_repository(page, tmp_path):
     path = take_screenshot(page, tmp_path / "app.png")
     assert 10_000 < path.stat().st_size < 600_000

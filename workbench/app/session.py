@@ -193,9 +193,9 @@ class Run:
         page keeps its first ``k`` characters and appends ``tail`` (a multi-byte character split between tokens
         can change the end of the decoded text, so the tail starts where the two texts part)."""
         k = 0
-        if start > 0:
-            k = len(os.path.commonprefix([self.text, self.sent_text]))
-        if seq >= 0:  # a frame of the stream, not a resend
+        if seq >= 0:  # a frame of the stream; a resend (seq < 0) carries the whole text
+            if start > 0:
+                k = len(os.path.commonprefix([self.text, self.sent_text]))
             self.sent_text = self.text
         out = {
             "run": self.id,

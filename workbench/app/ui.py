@@ -259,7 +259,7 @@ def build_app(
                     for step in batch:
                         run.add(step)
                     run.text = tok.decode(run.token_ids)
-                    yield tok.decode(run.token_ids), as_json(run.frame(sent, seq)), state
+                    yield run.text, as_json(run.frame(sent, seq)), state
                     sent, seq, state = len(run.steps), seq + 1, gr.skip()
                     # The first frame replaced the session's last Run; freeing it is done here, after the first
                     # token went out, not before.
@@ -273,9 +273,8 @@ def build_app(
                 active.pop(session, None)
                 stops.discard(session)
             run.seconds = time.perf_counter() - run.started
-            yield tok.decode(run.token_ids), as_json(run.frame(sent, seq)), run
+            yield run.text, as_json(run.frame(sent, seq)), run
 
-        # Queued (so that bad input gets Gradio's pop-up with the message) but never waiting for a generator.
         # Both at once: the waiting state shows at once (on_press is not queued), and the run is not held up by a
         # round trip. No progress overlay on the run: the page's status line says how it goes, and Gradio's ticking
         # timer over the views made the browser lay the page out again many times a second.

@@ -165,7 +165,8 @@ window.wbPaintLog = paintLog;
 function newRun(f) {
   const h = f.head;
   fillShape(h.shape[0], h.shape[1]);
-  return { id: f.run, prompt: h.prompt, rows: h.rows, steps: [], state: f.state, status: f.status, notes: [], text: "" };
+  return { id: f.run, prompt: h.prompt, rows: h.rows, steps: [], state: f.state, status: f.status, notes: [], text: "",
+    version: -1 };
 }
 
 function apply(f) {
@@ -176,6 +177,10 @@ function apply(f) {
     sel = -1;
     follow = true;
   }
+  // Frames are ordered by the steps they know of, a run's last frame after the others: a resend of missed steps
+  // can overtake frames that were on their way, and those must not take the text or the state back.
+  const version = 2 * f.status.new + (f.state === "generating" ? 0 : 1);
+  if (version < run.version) return;
   if (f.from > run.steps.length || f.tx[0] > run.text.length) return requestGap(run.id, run.steps.length, f);
   if (f.head) run.rows = f.head.rows;
   run.steps.push(...f.steps.slice(run.steps.length - f.from));
@@ -184,6 +189,7 @@ function apply(f) {
   run.status = f.status;
   run.notes = f.notes || [];
   run.tLast = f.t_last;
+  run.version = version;
   if (follow || sel < 0) sel = run.steps.length - 1;
   schedule();
 }
@@ -195,7 +201,10 @@ async function requestGap(id, from, f) {
   try {
     const got = await server.steps_since({ run: id, from: from });
     if (got) {
-      if (!run || run.id !== got.run) run = newRun(got);
+      if (!run || run.id !== got.run) {
+        run = newRun(got);
+        runSeenAt = performance.now();
+      }
       if (got.from <= run.steps.length) apply(got);
     }
   } catch (e) {

@@ -137,6 +137,10 @@ def test_one_screen_holds_prompt_buttons_text_tokens_attention_and_candidates(br
         assert box and box["x"] >= 0 and box["y"] >= 0, selector
         assert box["x"] + box["width"] <= 1280 and box["y"] + box["height"] <= 720, f"{selector} is off screen: {box}"
     assert page.evaluate("window.scrollY") == 0
+    # The token strip wraps and keeps the selected (last) token in view.
+    strip, last = page.locator(".wb-strip").bounding_box(), page.locator(".wb-strip .wb-sel").bounding_box()
+    assert strip["y"] <= last["y"] and last["y"] + last["height"] <= strip["y"] + strip["height"] + 1
+    assert strip["x"] <= last["x"] and last["x"] + last["width"] <= strip["x"] + strip["width"] + 1
     # The text follows the stream: its end is in view.
     assert page.evaluate("(() => { const t = document.querySelector('.wb-text');"
                          " return t.scrollTop + t.clientHeight >= t.scrollHeight - 2; })()")

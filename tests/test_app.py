@@ -26,7 +26,7 @@ from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save
 from workbench import viz
 from workbench.__main__ import main
 from workbench.app import build_app, cpu_threads, parse_heads, serve, strings, ui
-from workbench.app.session import VIEW, InputError, Run, find_run, read_prompt, read_settings
+from workbench.app.session import VIEW, InputError, Run, find_run, read_prompt, read_settings, step_data
 from workbench.generate import stream
 from workbench.serve import step_batches
 from workbench.tokenizers import CharTokenizer
@@ -334,7 +334,7 @@ def test_page_data_holds_the_attention_rows_lens_and_candidates_of_each_step(tin
     run = Run(cfg, ids, tok.token_strs(ids), (2, 2), 32, notes)
     steps = list(stream(model, tok, ids, cfg))
     for step in steps:
-        run.add(step)
+        run.add(step_data(step))
     full = generate(model, tok, ids, SamplingConfig(max_new_tokens=12, seed=0), attention=True).attention
     P = len(ids)
     def keys(q: int, data: dict) -> np.ndarray:  # the last n keys of position q's row, which end at q

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from workbench import GPT, GPTConfig, SamplingConfig, stream
+from workbench.app.session import step_data
 from workbench.tokenizers import CharTokenizer
 from workbench.workers import GenerationPool
 
@@ -35,6 +36,14 @@ def test_worker_steps_equal_in_process_steps(pool_and_model):
         # Every other field, the candidates' strings included (the server makes them again from the ids).
         bare = dict(attention=None, prompt_attention=None, seconds=0.0)
         assert dataclasses.replace(a, **bare) == dataclasses.replace(b, **bare)
+
+
+def test_a_view_runs_in_the_worker_and_only_its_result_comes_back(pool_and_model):
+    pool, model, tok = pool_and_model
+    cfg = SamplingConfig(max_new_tokens=6, seed=3)
+    here = [step_data(s) for s in stream(model, tok, tok.encode("ROMEO:"), cfg)]
+    there = list(pool.stream(tok.encode("ROMEO:"), cfg, view=step_data))
+    assert there == here and "rows" in there[0]
 
 
 def test_closing_early_stops_the_worker_and_frees_it(pool_and_model):

@@ -7,7 +7,9 @@ server ran at 0.6x the speed of the bare loop. A worker process has an interpret
 
 :class:`GenerationPool` starts ``size`` workers, each holding the model (its weights in shared memory, not copied)
 and the tokenizer. :meth:`GenerationPool.stream` borrows an idle worker and yields the :class:`Step` records it
-sends back, exactly what :func:`workbench.generate.stream` yields in-process. Closing the iterator early (a Stop,
+sends back, exactly what :func:`workbench.generate.stream` yields in-process, or with ``view`` what that function
+makes of each step, run in the worker (a server that needs a few fields of each step receives only those, and
+does not spend its interpreter on rebuilding the rest). Closing the iterator early (a Stop,
 a vanished client) tells the worker to stop after its current step, and the worker goes back to the pool.
 """
 
@@ -18,7 +20,7 @@ import dataclasses
 import pickle
 import queue
 import signal
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.multiprocessing as mp
@@ -77,12 +79,13 @@ def _work(conn, stop, model: GPT, tok: Tokenizer | None, threads: int) -> None:
             return
         if request is None:
             return
-        prompt, cfg = request
+        prompt, cfg, view = request
         try:
             for step in stream(model, tok, prompt, cfg):
                 # Plain pickle, not the connection's own: that one moves every tensor into a new shared-memory
                 # segment, which costs more than a small model's decoding step.
-                conn.send_bytes(pickle.dumps(_to_wire(step), protocol=pickle.HIGHEST_PROTOCOL))
+                item = _to_wire(step) if view is None else view(step)
+                conn.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
                 if stop.value:
                     break
         except Exception as err:  # noqa: BLE001 - handed to the server, which raises it for this request only
@@ -117,13 +120,15 @@ class GenerationPool:
         for worker in self._workers:
             self._idle.put(worker)
 
-    def stream(self, prompt: str | Sequence[int], cfg: SamplingConfig) -> Iterator[Step]:
-        """Like :func:`workbench.generate.stream` with full capture, run by the next idle worker."""
+    def stream(self, prompt: str | Sequence[int], cfg: SamplingConfig,
+               view: Callable[[Step], Any] | None = None) -> Iterator[Any]:
+        """Like :func:`workbench.generate.stream` with full capture, run by the next idle worker; with ``view`` (a
+        module-level function, so that it pickles by name), ``view(step)`` for each step, computed in the worker."""
         worker = self._idle.get()
         finished = False
         try:
             worker.stop.value = False
-            worker.conn.send((prompt, cfg))
+            worker.conn.send((prompt, cfg, view))
             while True:
                 item = pickle.loads(worker.conn.recv_bytes())
                 if isinstance(item, str) and item == _END:
@@ -131,7 +136,7 @@ class GenerationPool:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield _from_wire(item, self._tok)
+                yield _from_wire(item, self._tok) if view is None else item
         except (EOFError, OSError) as err:  # the worker died: replace it, fail this request only
             worker = self._replace(worker)
             finished = True

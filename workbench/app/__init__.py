@@ -14,6 +14,14 @@ The model is loaded once and shared by every session; on the CPU, generation run
 its weights (:mod:`workbench.workers`), fed through :func:`workbench.serve.step_batches`.
 """
 
-from workbench.app.ui import build_app, cpu_threads, launch, parse_heads, serve, token_probs
-
 __all__ = ["build_app", "cpu_threads", "launch", "parse_heads", "serve", "token_probs"]
+
+
+def __getattr__(name: str):
+    # gradio is imported on first use of the page, not with the package: a worker process that unpickles
+    # ``session.step_data`` imports this package, and needs no web framework.
+    if name in __all__:
+        from workbench.app import ui
+
+        return getattr(ui, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -128,7 +128,11 @@ def _candidates(cands: list[Candidate]) -> list[list]:
 
 def step_data(step: Step) -> dict:
     """One step as the page receives it. ``a`` holds the attention row of the position that produced the token,
-    over its last ``n`` keys (which end at that position)."""
+    over its last ``n`` keys (which end at that position). On a run's first step, ``rows`` holds the attention rows
+    of the prompt's other positions (the server keeps them for the run's head and takes them out of the step).
+
+    A worker process runs this on each step it makes (``GenerationPool.stream(..., view=step_data)``), so only
+    this small dict crosses to the server, not the step's every candidate."""
     att = step.attention
     data = {
         "id": step.token_id,
@@ -145,6 +149,10 @@ def step_data(step: Step) -> dict:
     if step.lens is not None:
         data["lens"] = [[[c.token_str, round(c.prob, 4)] for c in row[:LENS_TOP]]
                         for pair in zip(step.lens.after_attn, step.lens.after_mlp) for row in pair]
+    if step.prompt_attention is not None:  # the first step: rows of every prompt position but the last
+        pattern = step.prompt_attention  # (L, H, P, P)
+        data["rows"] = [{"a": _attention(pattern[:, :, q, : q + 1]), "n": min(q + 1, VIEW)}
+                        for q in range(pattern.shape[-1] - 1)]
     return data
 
 
@@ -172,18 +180,18 @@ class Run:
     def __post_init__(self) -> None:
         _RUNS[self.id] = self
 
-    def add(self, step: Step) -> None:
-        """Record a step: its page data, and the notes it brings (a slide of the window, once per run)."""
-        if step.prompt_attention is not None:  # the first step: rows of every prompt position but the last
-            pattern = step.prompt_attention  # (L, H, P, P)
-            self.prompt_rows = [{"a": _attention(pattern[:, :, q, : q + 1]), "n": min(q + 1, VIEW)}
-                                for q in range(pattern.shape[-1] - 1)]
-        if self.steps and step.window_start != self.steps[-1]["ws"] and not any(
+    def add(self, data: dict) -> None:
+        """Record a step, as :func:`step_data` gave it, and the notes it brings (a slide of the window, once per
+        run)."""
+        rows = data.pop("rows", None)
+        if rows is not None:
+            self.prompt_rows = rows
+        if self.steps and data["ws"] != self.steps[-1]["ws"] and not any(
                 n["key"] == "note_slid" for n in self.notes):
             self.notes.append({"key": "note_slid", "block": self.block,
-                               "keep": len(self.prompt_ids) + len(self.steps) - step.window_start})
-        self.token_ids.append(step.token_id)
-        self.steps.append(step_data(step))
+                               "keep": len(self.prompt_ids) + len(self.steps) - data["ws"]})
+        self.token_ids.append(data["id"])
+        self.steps.append(data)
         self.seconds = time.perf_counter() - self.started
         self.last_step_at = time.time()
 

@@ -31,7 +31,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is
 import gradio as gr  # noqa: E402
 
 from workbench.app import strings  # noqa: E402
-from workbench.app.session import InputError, Run, find_run, read_prompt, read_settings  # noqa: E402
+from workbench.app.session import InputError, Run, find_run, read_prompt, read_settings, step_data  # noqa: E402
 from workbench.generate import generate, stream  # noqa: E402
 from workbench.model import GPT  # noqa: E402
 from workbench.serve import step_batches  # noqa: E402
@@ -254,10 +254,11 @@ def build_app(
                     yield "", as_json(run.frame(0, seq)), run
                     return
                 active[session] = "running"
-                made = pool.stream(ids, cfg) if pool else stream(model, tok, ids, cfg)
+                made = (pool.stream(ids, cfg, view=step_data) if pool
+                        else map(step_data, stream(model, tok, ids, cfg)))
                 for batch in step_batches(made, stopped, FRAME_SECONDS):
-                    for step in batch:
-                        run.add(step)
+                    for data in batch:
+                        run.add(data)
                     run.text = tok.decode(run.token_ids)
                     yield run.text, as_json(run.frame(sent, seq)), state
                     sent, seq, state = len(run.steps), seq + 1, gr.skip()

@@ -353,20 +353,25 @@ window.addEventListener("resize", schedule);
 // and on a small machine the browser's drawing takes the CPU the model needs. Ten a second still look live.
 const STREAM_PAINT_MS = 100;
 let drawQueued = false;
+let paintTimer = null; // a paint held back by the streaming rate
 let lastPaint = 0;
 function schedule() {
-  if (drawQueued) return;
+  // The first token of a run is painted at once, and so is its end: the last tokens do not wait out the rate.
+  const streaming = run && run.state === "generating" && Number(wb.dataset.steps) > 0 && wb.dataset.run === run.id;
+  if (drawQueued && !(paintTimer !== null && !streaming)) return;
+  if (paintTimer !== null) clearTimeout(paintTimer);
+  paintTimer = null;
   drawQueued = true;
-  const paint = () =>
+  const paint = () => {
+    paintTimer = null;
     requestAnimationFrame(() => {
       drawQueued = false;
       lastPaint = performance.now();
       draw();
     });
-  // The first token of a run is painted at once.
-  const streaming = run && run.state === "generating" && Number(wb.dataset.steps) > 0 && wb.dataset.run === run.id;
+  };
   const wait = streaming ? lastPaint + STREAM_PAINT_MS - performance.now() : 0;
-  if (wait > 0) setTimeout(paint, wait);
+  if (wait > 0) paintTimer = setTimeout(paint, wait);
   else paint();
 }
 

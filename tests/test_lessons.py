@@ -396,8 +396,8 @@ def test_student_notebook_runs_with_every_check_not_implemented(path):
 
 
 def test_student_notebooks_are_in_sync_with_the_solutions(tmp_path):
-    subprocess.run([sys.executable, str(LESSONS / "make_exercises.py"), "--out", str(tmp_path)], check=True)
-    regenerated = sorted(tmp_path.glob("*.ipynb"))
+    subprocess.run([sys.executable, str(LESSONS / "make_exercises.py"), "--root", str(tmp_path)], check=True)
+    regenerated = sorted((tmp_path / "exercises").glob("*.ipynb"))
     assert [p.name for p in regenerated] == [p.name for p in EXERCISES]
     for fresh, committed in zip(regenerated, EXERCISES):
         assert fresh.read_bytes() == committed.read_bytes(), f"{committed} is stale: run `make exercises`"

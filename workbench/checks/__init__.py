@@ -15,7 +15,8 @@ References come from :mod:`workbench.model` (or torch, where the workbench uses 
 
 # One module per part of the course, so a lesson's checks stay next to each other and short. Notebooks call them
 # as ``checks.check_<name>``; everything public is re-exported here.
-from workbench.checks.core import Hint, run_check  # noqa: F401
+from workbench.checks.core import Hint, Say, Verdict, language, run_check, say, use_language  # noqa: F401
+from workbench.checks.quiz import check_quiz  # noqa: F401
 from workbench.checks.basics import *  # noqa: F401,F403  lessons 01-06
 from workbench.checks.training import *  # noqa: F401,F403  lesson 07
 from workbench.checks.generation import *  # noqa: F401,F403  lesson 08

@@ -1,4 +1,5 @@
-"""What every lesson's checks share: the verdict line, fresh random inputs, tensor comparison with known mistakes."""
+"""What every lesson's checks share: the verdict line and its language, fresh random inputs, tensor comparison with
+known mistakes."""
 
 
 from __future__ import annotations
@@ -15,8 +16,73 @@ RTOL = 1e-5
 Mistakes = dict[str, Callable[[], Any]]  # hint -> what the code would return with that mistake
 
 
+LANGUAGES = ("en", "zh")
+_language = "en"
+
+
+def use_language(language: str) -> None:
+    """Speak ``language`` ("en" or "zh") in every verdict and hint from now on, in this Python process (the first
+    code cell of each lesson of the Chinese edition calls ``checks.use_language("zh")``)."""
+    global _language
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
+    _language = language
+
+
+def language() -> str:
+    """The language verdicts and hints are printed in: "en" or "zh"."""
+    return _language
+
+
+class Say(str):
+    """A message in English and in Chinese. It is the English text as a ``str`` (so it can key a dict of mistakes
+    and be compared), and :func:`shown` gives the text in the language in use when it is printed."""
+
+    zh: str
+
+    def __new__(cls, en: str, zh: str) -> Say:
+        text = super().__new__(cls, en)
+        text.zh = zh
+        return text
+
+
+def say(en: str, zh: str) -> Say:
+    """One message in both languages; format each yourself (``say(f"... {x}", f"... {x}")``)."""
+    return Say(en, zh)
+
+
+def shown(message: object) -> str:
+    """``message`` in the language in use: a :class:`Say` in Chinese under ``use_language("zh")``, else as is."""
+    if _language == "zh" and isinstance(message, Say):
+        return message.zh
+    return str(message)
+
+
+class Verdict:
+    """What a check returns: true when it passed. A notebook shows nothing for it (the check has printed its line),
+    so a check as a cell's last expression does not add a stray ``True`` under the verdict."""
+
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self) == other if isinstance(other, (bool, Verdict)) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.passed)
+
+    def __repr__(self) -> str:
+        return repr(self.passed)
+
+    def _ipython_display_(self) -> None:  # IPython: display nothing
+        pass
+
+
 class Hint(Exception):
-    """The student's code is wrong; the message is the one hint to show."""
+    """The student's code is wrong; the message (a :class:`Say`, or plain English) is the one hint to show."""
 
 
 def _fresh_generator() -> torch.Generator:
@@ -24,21 +90,25 @@ def _fresh_generator() -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(os.urandom(6), "little"))
 
 
-def run_check(name: str, body: Callable[[], str]) -> bool:
-    """Run ``body`` (which returns a success detail or raises :class:`Hint`) and print the verdict line."""
+def run_check(name: str, body: Callable[[], str]) -> Verdict:
+    """Run ``body`` (which returns a success detail or raises :class:`Hint`) and print the verdict line in the
+    language in use."""
     try:
         detail = body()
     except NotImplementedError:
-        print(f"○ {name}: not implemented yet (write the code where it says 'your code here', then rerun)")
-        return False
+        todo = say("not implemented yet (write the code where it says 'your code here', then rerun)",
+                   "尚未实现（在写着 'your code here' 的地方写好代码，再运行一次）")
+        print(f"○ {name}: {shown(todo)}")
+        return Verdict(False)
     except Hint as hint:
-        print(f"✗ {name}: {hint}")
-        return False
+        print(f"✗ {name}: {shown(hint.args[0] if hint.args else '')}")
+        return Verdict(False)
     except Exception as err:  # the student's code crashed: one line, not a traceback
-        print(f"✗ {name}: your code raised {type(err).__name__}: {err}")
-        return False
-    print(f"✓ {name}: {detail}")
-    return True
+        crashed = say(f"your code raised {type(err).__name__}: {err}", f"你的代码抛出了 {type(err).__name__}: {err}")
+        print(f"✗ {name}: {shown(crashed)}")
+        return Verdict(False)
+    print(f"✓ {name}: {shown(detail)}")
+    return Verdict(True)
 
 
 def _call_keeping_inputs(fn: Callable[..., Any], names: Sequence[str], *args: Any) -> Any:

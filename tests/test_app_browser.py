@@ -301,12 +301,17 @@ def test_language_switch_reloads_the_views_and_messages_in_the_other_language(br
     expect(page.locator("#generate")).to_have_text("生成")  # Gradio's widgets too
     expect(page.locator("#stop")).to_have_text("停止")
     expect(page.locator("#prompt")).to_contain_text("提示词")
-    page.click("#ablation")  # rendered only when opened: relabelled then
+    page.click("#ablation")  # rendered only when opened
     expect(page.locator("#ablation")).to_contain_text("要关闭的注意力头")
-    page.fill("#seed input", "-5")  # the server's messages follow the switch too
+    expect(page.locator("footer")).to_contain_text("设置")  # Gradio's own footer ("Settings") follows the switch
+    expect(page.locator("footer")).not_to_contain_text("Settings")
+    page.fill("#seed input", "-5")  # the server's messages follow the switch too, and so does the pop-up's frame
     page.press("#seed input", "Tab")
     page.click("#generate")
     expect(page.get_by_text("seed 必须是 留空(随机)或 [0, 2**63) 之间的整数")).to_be_visible()
+    toast = page.locator(".toast-body").first
+    expect(toast).to_contain_text("错误")
+    expect(toast).not_to_contain_text("Error")
     page.context.close()
 
 

@@ -104,6 +104,11 @@ STRINGS: dict[str, tuple[str, str]] = {
                   "上下文已满({block} 个词元):窗口滑动,保留最后 {keep} 个。"),
     # Errors (Gradio shows them in a pop-up, titled with "error").
     "error": ("Error", "错误"),
+    # The titles of Gradio's pop-ups, by type (the page puts them in its language).
+    "toast_error": ("Error", "错误"),
+    "toast_warning": ("Warning", "警告"),
+    "toast_info": ("Info", "提示"),
+    "toast_success": ("Success", "成功"),
     "err_field": ("{field} must be {allowed}, got {value}", "{field} 必须是 {allowed},收到的是 {value}"),
     "allowed_max_new_tokens": ("an integer in [1, {cap}]", "[1, {cap}] 之间的整数"),
     "allowed_temperature": ("a finite number >= 0 (0 means greedy)", "大于等于 0 的有限数(0 表示贪心)"),

@@ -303,35 +303,24 @@ pace.addEventListener("change", () => {
     playBtn.click();
   }
 });
-// Gradio labelled its own widgets in the browser's language before the page could say otherwise; when the switch
-// chose the other one, the labels that come from our table are put in this language, now and whenever Gradio
-// renders more of them (an accordion opening).
+// Gradio chose its locale from the browser's language before the page could say otherwise; when the switch chose
+// the other one, Gradio's own locale is changed, so that its widgets (labelled from our table), its footer and its
+// pop-ups all follow. Its changeLocale lives in the module the page already loaded: the same instance is imported.
 if ((window.wbBrowserLanguage || "en") !== lang) {
-  const before = page.strings[window.wbBrowserLanguage || "en"];
-  const relabels = new Map();
-  for (const [key, text] of Object.entries(before)) if (S[key] !== text) relabels.set(text.trim(), S[key]);
-  const relabel = () => {
-    const app = document.querySelector("gradio-app") || document.body;
-    const walk = document.createTreeWalker(app, NodeFilter.SHOW_TEXT);
-    while (walk.nextNode()) {
-      const node = walk.currentNode;
-      const text = node.textContent.trim();
-      if (text && relabels.has(text) && !(node.parentElement && node.parentElement.closest(".wb"))) {
-        node.textContent = relabels.get(text);
-      }
-    }
-  };
-  relabel();
-  let relabelQueued = false;
-  new MutationObserver((records) => {
-    if (relabelQueued || records.every((r) => r.target.closest && r.target.closest(".wb"))) return;
-    relabelQueued = true;
-    setTimeout(() => {
-      relabelQueued = false;
-      relabel();
-    }, 50);
-  }).observe(document.body, { subtree: true, childList: true });
+  const core = performance.getEntriesByType("resource").map((e) => e.name).find((n) => /\/core-[^/]*\.js$/.test(n));
+  if (core) import(core).then((m) => m.changeLocale && m.changeLocale(lang)).catch(() => {});
 }
+// Gradio titles its pop-ups with their type in English ("Error"), whatever the locale: put the title in the page's
+// language as each pop-up appears.
+new MutationObserver(() => {
+  for (const title of document.querySelectorAll(".toast-title")) {
+    const type = ["error", "warning", "info", "success"].find((k) => title.classList.contains(k));
+    const span = title.querySelector("span") || title;
+    if (type && S["toast_" + type] && span.firstChild && span.firstChild.textContent.trim() !== S["toast_" + type]) {
+      span.firstChild.textContent = S["toast_" + type] + " ";
+    }
+  }
+}).observe(document.body, { subtree: true, childList: true });
 langBtn.addEventListener("click", () => {
   const url = new URL(window.location.href);
   url.searchParams.set("lang", lang === "zh-CN" ? "en" : "zh-CN");

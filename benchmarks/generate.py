@@ -24,7 +24,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench import GPT, SamplingConfig, generate
-from workbench.model import Linear
+from workbench.fast import accelerate
 from workbench.native import native_status
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     config_eager = GPT2Config(**{**config.to_dict(), "attn_implementation": "eager"})
     hf_eager = GPT2LMHeadModel(config_eager).eval()  # attention weights need the eager path
     hf_eager.load_state_dict(hf.state_dict())
-    ours = GPT.from_hf(hf).eval()
+    ours = accelerate(GPT.from_hf(hf).eval())
     n_params = ours.num_params()
     weight_bytes = n_params * 4
 
@@ -141,11 +141,11 @@ def main() -> None:
 
         def without_native(fn):
             def run():
-                Linear.native_gemv = False
+                accelerate(ours, native=False)
                 try:
                     return fn()
                 finally:
-                    Linear.native_gemv = True
+                    accelerate(ours, native=True)
 
             return run
 

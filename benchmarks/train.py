@@ -10,7 +10,7 @@ autocast where the CPU has bf16 instructions (both models under the same autocas
 previous one (fp32, dropout 0.1 everywhere) and the preset's (no attention dropout; bf16 autocast).
 
 ``--ablations`` times our default-config step without each of two speed-ups: torch's ``nn.Dropout`` instead of our
-CPU :class:`workbench.model.Dropout` (alternating in this process), and glibc's default allocator instead of
+CPU :class:`workbench.fast.FastDropout` (alternating in this process), and glibc's default allocator instead of
 :func:`workbench.memory.keep_freed_memory` (which is process-wide, so child processes with and without it take turns).
 Like ``workbench.train``, this script keeps freed memory for both contenders.
 
@@ -32,7 +32,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench import GPT, GPTConfig
 from workbench.memory import keep_freed_memory
-from workbench.model import Dropout
+from workbench.fast import accelerate
 from workbench.train import TrainConfig, bf16_autocast, make_optimizer
 
 CONFIGS = {
@@ -90,10 +90,9 @@ def compare_recipes(n_steps: int) -> None:
         print(f"| {k} | {ms * 1e3:.0f} | {tokens / ms:,.0f} | {base / ms:.2f}x |")
 
 
-def default_step(dropout_class: type[torch.nn.Module] = Dropout, attn_dropout: float | None = None,
-                 bf16: bool | None = None):
-    """Our training step of the default config and its token count: as its preset trains it, unless told another
-    dropout class, attention dropout or autocast."""
+def default_step(fast_dropout: bool = True, attn_dropout: float | None = None, bf16: bool | None = None):
+    """Our training step of the default config and its token count: as its preset trains it (accelerated, as
+    ``workbench.train`` does), unless told torch's dropout, another attention dropout or autocast."""
     layers, heads, width, ctx, batch, dropout, preset_attn_dropout, preset_bf16 = CONFIGS["default (shipped model)"]
     attn_dropout = preset_attn_dropout if attn_dropout is None else attn_dropout
     bf16 = preset_bf16 if bf16 is None else bf16
@@ -101,9 +100,7 @@ def default_step(dropout_class: type[torch.nn.Module] = Dropout, attn_dropout: f
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab, block_size=ctx, n_layer=layers, n_head=heads, n_embd=width,
                           dropout=dropout, attn_dropout=attn_dropout)).train()
-    for module in model.modules():
-        if isinstance(module, Dropout):
-            module.__class__ = dropout_class
+    accelerate(model, dropout=fast_dropout)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab, (batch, ctx), generator=g)
     y = torch.randint(0, vocab, (batch, ctx), generator=g)
@@ -114,7 +111,7 @@ def default_step(dropout_class: type[torch.nn.Module] = Dropout, attn_dropout: f
 def ablations(n_steps: int, rounds: int = 3) -> None:
     """Our default-config step without each speed-up, against the step with both."""
     ours, tokens = default_step()
-    medians = median_step_times({"ours": ours, "nn.Dropout": default_step(torch.nn.Dropout)[0]}, n_steps)
+    medians = median_step_times({"ours": ours, "nn.Dropout": default_step(fast_dropout=False)[0]}, n_steps)
     print(f"\n| default config, our step | ms | tok/s | ours faster by |\n|---|---:|---:|---:|")
     print(f"| ours (our Dropout, freed memory kept) | {medians['ours'] * 1e3:.0f} | {tokens / medians['ours']:,.0f} | |")
     print(f"| torch's nn.Dropout | {medians['nn.Dropout'] * 1e3:.0f} | {tokens / medians['nn.Dropout']:,.0f} | "
@@ -162,7 +159,7 @@ def main() -> None:
                                resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=attn_dropout, bos_token_id=0,
                                eos_token_id=0)
         hf = GPT2LMHeadModel(hf_config).train()
-        ours = GPT.from_hf(hf).train()
+        ours = accelerate(GPT.from_hf(hf).train())  # as workbench.train runs it
         for module in ours.modules():  # from_hf loads for inference (dropout 0); train with the same dropout
             if isinstance(module, torch.nn.Dropout):
                 module.p = dropout

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench import GPT, GPTConfig
-from workbench.model import Dropout, resolve_device
+from workbench.model import resolve_device
 
 SHAPES = [
     GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32),
@@ -234,33 +234,6 @@ def test_dropout_only_in_training(dropouts):
         assert not torch.equal(model(idx), model(idx))
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5])
-def test_cpu_dropout_keeps_1_minus_p_and_scales_the_kept(p):
-    x = torch.ones(1_000_001)  # odd: the last element takes half of a 32-bit draw
-    torch.manual_seed(0)
-    y = Dropout(p).train()(x)
-    kept = y != 0
-    # 1e6 Bernoulli draws: the kept fraction's standard deviation is under 5e-4, so 0.003 is over 6 of them.
-    assert abs(kept.double().mean().item() - (1 - p)) < 3e-3
-    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
-    # Both 16-bit halves of each draw are used, and neither is biased: even and odd positions keep alike.
-    assert abs(kept[0::2].double().mean().item() - kept[1::2].double().mean().item()) < 6e-3
-
-
-def test_cpu_dropout_reproducible_from_the_seed_and_its_gradient_is_its_mask():
-    x = torch.randn(4, 7, 9, requires_grad=True)
-    drop = Dropout(0.3).train()
-    torch.manual_seed(5)
-    y1 = drop(x)
-    torch.manual_seed(5)
-    y2 = drop(x)
-    assert torch.equal(y1, y2)
-    y1.sum().backward()
-    torch.testing.assert_close(x.grad, (y2 != 0).float() / 0.7)
-    assert drop(x.detach().bfloat16()).dtype == torch.bfloat16
-    assert torch.equal(drop.eval()(x), x)
-
-
 def test_gradients_flow_to_every_parameter():
     model = make(SHAPES[0]).train()
     idx = torch.randint(0, 97, (2, 8))
@@ -275,58 +248,3 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
-
-
-def test_packed_cpu_inference_path_equals_nn_linear_and_follows_weight_updates(monkeypatch):
-    from workbench.model import Linear
-
-    if not Linear.packed_cpu_inference:
-        pytest.fail("oneDNN is not available in this torch build: the fast CPU path would be untested")
-    monkeypatch.setattr(Linear, "packed_min_elements", 0)  # pack even this small weight
-    layer = Linear(16, 24)
-    x = torch.randn(3, 5, 16)
-    with torch.no_grad():
-        packed = layer(x)
-        assert layer._packed is not None  # the packed path was taken
-        plain = F.linear(x, layer.weight, layer.bias)
-        torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
-        layer.weight.mul_(2.0)  # an in-place update (what an optimizer does) must invalidate the packed copy
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
-    with torch.inference_mode():
-        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
-    # With gradients on, the ordinary nn.Linear runs, so autograd works.
-    out = layer(x)
-    assert out.requires_grad
-
-
-def test_one_row_times_a_small_weight_skips_the_packed_path(monkeypatch):
-    from workbench import native
-    from workbench.model import Linear
-
-    small, large = Linear(192, 576), Linear(768, 768)  # 110,592 and 589,824 elements, either side of the bound
-    with torch.inference_mode():
-        for layer in (small, large):
-            x = torch.randn(1, 1, layer.in_features)
-            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-4, rtol=1e-5)
-        assert small._packed is None
-        # One row times the large weight: the native GEMV where it builds (nothing packed), else oneDNN.
-        native_on = native.gemv_library() is not None
-        assert (large._packed is None) == (native_on or not Linear.packed_cpu_inference)
-        monkeypatch.setattr(Linear, "native_gemv", False)
-        x = torch.randn(1, 1, 768)
-        torch.testing.assert_close(large(x), F.linear(x, large.weight, large.bias), atol=1e-4, rtol=1e-5)
-        assert large._packed is not None or not Linear.packed_cpu_inference
-        small(torch.randn(1, 3, 192))  # several rows (a prompt) are packed whatever the weight's size
-        assert small._packed is not None or not Linear.packed_cpu_inference
-
-
-def test_packed_path_can_be_switched_off(monkeypatch):
-    from workbench.model import Linear
-
-    monkeypatch.setattr(Linear, "packed_min_elements", 0)  # the test model's weights are all small
-    model = make(SHAPES[0])
-    idx = torch.randint(0, 97, (2, 12))
-    with torch.no_grad():
-        fast = model(idx)
-        monkeypatch.setattr(Linear, "packed_cpu_inference", False)
-        torch.testing.assert_close(model(idx), fast, atol=1e-5, rtol=1e-5)

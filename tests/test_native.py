@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from workbench import GPT, GPTConfig, SamplingConfig, generate, native
+from workbench.fast import accelerate
 
 COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
@@ -62,8 +63,9 @@ FALLBACK = textwrap.dedent(
     """
     import torch
     from workbench import GPT, GPTConfig, SamplingConfig, generate, native
+    from workbench.fast import accelerate
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=512)).eval()
+    model = accelerate(GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=512)).eval())
     out = generate(model, None, [1, 2, 3], SamplingConfig(max_new_tokens=6, temperature=0))
     print(native.native_status())
     print(out.token_ids)
@@ -85,11 +87,16 @@ def test_without_the_kernel_generation_falls_back_to_onednn_with_the_same_tokens
     assert tokens == reference
 
 
-def test_a_model_decodes_through_the_kernel_exactly_like_a_full_forward():
-    # 512 x 1536 and 2048 x 512 weights are above Linear.packed_min_elements: each decoding step uses the kernel.
+@needs_kernel
+def test_a_model_decodes_through_the_kernel_exactly_like_a_full_forward(monkeypatch):
+    # 512 x 1536 and 2048 x 512 weights are above fast.PACKED_MIN_ELEMENTS: each decoding step uses the kernel.
+    calls = []
+    kernel = native.gemv
+    monkeypatch.setattr(native, "gemv", lambda *args: calls.append(1) or kernel(*args))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=512)).eval()
+    model = accelerate(GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=512)).eval())
     out = generate(model, None, [1, 2, 3], SamplingConfig(max_new_tokens=8, temperature=0), capture=False)
+    assert len(calls) >= 7 * 2 * 3  # decoding steps after the prompt x layers x (c_attn, c_fc, c_proj) at least
     ids = torch.tensor([[1, 2, 3, *out.token_ids]])
     with torch.inference_mode():
         logits = model(ids)[0, 2:-1]  # the full forward's next-token logits at each decoded position

@@ -7,6 +7,7 @@ import torch
 
 from workbench import GPT, GPTConfig, SamplingConfig, stream
 from workbench.app.session import step_data
+from workbench.fast import accelerate
 from workbench.tokenizers import CharTokenizer
 from workbench.workers import GenerationPool
 
@@ -18,6 +19,9 @@ def pool_and_model():
     tok = CharTokenizer.from_text(TEXT)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    # Accelerated, as load_model gives it to the app: the packed path's numbers do not depend on the thread count
+    # (a worker runs on one thread, this process on two); torch's default kernel's do, in the last bits.
+    accelerate(model)
     pool = GenerationPool(model, tok, size=1)
     yield pool, model, tok
     pool.close()

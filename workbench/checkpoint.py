@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from workbench.fast import accelerate
 from workbench.hf import HFLoadError, from_hf, load_hf_model
 from workbench.model import GPT, GPTConfig, resolve_device
 from workbench.tokenizers import ENDOFTEXT, BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
@@ -83,7 +84,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "auto") -> tuple[GPT, Tokenizer | None]:
-    """Load one of our checkpoint directories: ``(model in eval mode, tokenizer or None)``."""
+    """Load one of our checkpoint directories: ``(model in eval mode, accelerated, tokenizer or None)``."""
     directory = Path(directory)
     config = json.loads((directory / "config.json").read_text())
     model = GPT(GPTConfig(**config["model"]))
@@ -93,11 +94,12 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "auto") 
         raise ValueError(f"{directory}: weights do not match the config (missing {missing}, unexpected {unexpected})")
     has_tokenizer = any((directory / f).exists() for f in ("tokenizer.json", "vocab.json"))
     tokenizer = load_tokenizer(directory) if has_tokenizer else None
-    return model.to(resolve_device(device)).eval(), tokenizer
+    return accelerate(model.to(resolve_device(device)).eval()), tokenizer
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "auto") -> tuple[GPT, Tokenizer | None]:
-    """Load a model and its tokenizer, in eval mode, from any source we know.
+    """Load a model and its tokenizer, in eval mode and with :func:`workbench.fast.accelerate`'s speed-ups, from any
+    source we know.
 
     ``name_or_path`` may be a shipped model's name (``"shakespeare"``), one of our checkpoint directories, a
     directory written by ``transformers``' ``save_pretrained`` (GPT-2 only), or a hub id such as ``"gpt2"`` (needs
@@ -117,7 +119,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
         if config.get("format") == FORMAT:
             return load_checkpoint(path, device)
         model = from_hf(load_hf_model(path))
-        return model.to(resolve_device(device)).eval(), _hf_tokenizer(path)
+        return accelerate(model.to(resolve_device(device)).eval()), _hf_tokenizer(path)
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
         shipped = ", ".join(shipped_models()) or "none yet"
         raise FileNotFoundError(f"no model directory at {text!r} (shipped models: {shipped})")
@@ -126,7 +128,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
     except HFLoadError as err:
         shipped = ", ".join(shipped_models()) or "none yet"
         raise HFLoadError(f"{err}\n(shipped models that work offline: {shipped})") from err
-    return from_hf(hf_model).to(resolve_device(device)).eval(), _hf_tokenizer(text)
+    return accelerate(from_hf(hf_model).to(resolve_device(device)).eval()), _hf_tokenizer(text)
 
 
 def _hf_tokenizer(source: str | Path) -> Tokenizer | None:

@@ -15,7 +15,8 @@ Beyond nanoGPT-style training code this model has what a teaching workbench need
 Attention has two paths: ``F.scaled_dot_product_attention`` when no pattern is wanted (fast, fused), and an explicit
 softmax when the pattern is captured. Tests prove the two equal.
 
-This module imports only torch (and :mod:`workbench.native`, its optional kernel, which imports only torch).
+This module imports only torch. Speed-ups for the CPU (packed weights, our own GEMV kernel, a cheaper dropout mask)
+live in :mod:`workbench.fast`, which a caller opts into with ``accelerate(model)``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench import native
 
 if TYPE_CHECKING:  # imported lazily at run time: trace.py and hf.py build on this module, not the reverse
     from transformers import GPT2LMHeadModel
@@ -72,82 +72,6 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` with a faster path for CPU inference.
-
-    Decoding one token multiplies a single row by every weight matrix, so its speed is set by how fast the weights
-    stream from memory. The default CPU kernel for that (GEMV) reaches about half the machine's read bandwidth;
-    oneDNN with a weight repacked into its blocked layout reaches nearly all of it (see benchmarks/generate.py).
-    When gradients are off and the input is fp32 on the CPU, we multiply with a packed copy, made on first use and
-    remade whenever the weight changes (tracked by its version counter). Training and autograd use ``nn.Linear``.
-    The packed copy costs the memory of the weight once more.
-
-    For one row and a small weight it is not worth it: oneDNN spends about 10 us setting up each call, more than a
-    weight of 192 x 576 takes to read, so one row times a weight under ``packed_min_elements`` (1 MiB of fp32) uses
-    the default kernel. Measured (cold weights, 2 threads): 192 x 576 packed 25 us, default 14 us; 384 x 1152
-    packed 43 us, default 70 us; 768 x 768 packed 59 us, default 86 us. Several rows (a prompt) stay packed: the
-    default kernel's result for several rows changes in the last bits with the thread count, oneDNN's does not, and
-    a worker process on one thread must reproduce the numbers of a server on two.
-
-    One row times a large weight goes to :mod:`workbench.native`'s GEMV when a C compiler can build it: it streams
-    the block weights of GPT-2 small faster than oneDNN's GEMV (6-11% more tokens/s in three benchmark runs, see
-    README), and is just as independent of the thread count.
-    """
-
-    packed_cpu_inference = torch.backends.mkldnn.is_available()  # class-wide switch; set False to compare
-    native_gemv = True  # one row times a large weight: our own kernel (workbench.native) when it builds here
-    packed_min_elements = 1 << 18
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, rows_hint: int = 1) -> None:
-        super().__init__(in_features, out_features, bias=bias)
-        self.rows_hint = rows_hint  # typical number of input rows; oneDNN picks its packing for it
-        self._packed: tuple[tuple[int, int], torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            Linear.packed_cpu_inference
-            and not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and (self.weight.numel() >= Linear.packed_min_elements or x.numel() != self.in_features)
-        ):
-            if x.numel() == self.in_features and Linear.native_gemv and (lib := native.gemv_library()) is not None:
-                return native.gemv(lib, self.weight, x, self.bias)
-            key = (self.weight.data_ptr(), self.weight._version)
-            if self._packed is None or self._packed[0] != key:
-                self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), self.rows_hint))
-            return torch.ops.mkldnn._linear_pointwise(x, self._packed[1], self.bias, "none", [], "")
-        return super().forward(x)
-
-    def __getstate__(self) -> dict:
-        # The packed copy is a cache (and an oneDNN tensor, which cannot be pickled): a copy of the model sent to
-        # another process packs its own on first use.
-        return {**super().__getstate__(), "_packed": None}
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a faster mask on the CPU.
-
-    The CPU's ``bernoulli_`` draws one Mersenne-Twister number per element and converts it to a float: for the
-    default model's 16 x 256 x 192 activations it took 6-10 ms a call, 13 calls a training step, about a tenth of
-    the step. Here each 32-bit draw makes two masks' worth of 15-bit uniform integers, and an element is kept when
-    its integer is at least ``round(p * 32768)``: p is rounded to a multiple of 1/32768 (0.1 drops 3277/32768 =
-    0.100006), and a call takes about 2.5 ms. Randomness comes from torch's generator, so seeding and a resumed run's
-    restored RNG state reproduce the masks. Other devices use ``nn.Dropout``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
-            return super().forward(x)
-        if self.p >= 1.0:
-            return x * 0.0
-        n = x.numel()
-        draws = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform on [0, 2**31): 31 random bits
-        bits = draws.view(torch.int16)[:n].view(x.shape) & 0x7FFF  # both halves' low 15 bits are uniform
-        return torch.where(bits >= round(self.p * 32768), x * (1.0 / (1.0 - self.p)), 0.0)
-
-
 class KVCache:
     """Keys and values of every layer for the positions seen so far, preallocated to the full context.
 
@@ -164,7 +88,6 @@ class KVCache:
         self._k = torch.empty(shape, device=device, dtype=dtype)
         self._v = torch.empty(shape, device=device, dtype=dtype)
         self.batch_size = batch_size
-        self.capacity = config.block_size
         self.length = 0  # positions already stored; the next token gets position `length`
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,12 +96,6 @@ class KVCache:
         self._k[layer, :, :, self.length : end] = k
         self._v[layer, :, :, self.length : end] = v
         return self._k[layer, :, :, :end], self._v[layer, :, :, :end]
-
-    def keys(self, layer: int) -> torch.Tensor:
-        return self._k[layer, :, :, : self.length]
-
-    def values(self, layer: int) -> torch.Tensor:
-        return self._v[layer, :, :, : self.length]
 
     def reset(self) -> None:
         """Forget everything (used when generation slides its window and rebuilds the cache)."""
@@ -193,10 +110,10 @@ class Attention(nn.Module):
         self.n_head = config.n_head
         self.head_size = config.head_size
         self.attn_dropout_p = config.attn_dropout
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = Dropout(config.attn_dropout)
-        self.resid_dropout = Dropout(config.dropout)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.attn_dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
         # True where a query may look at a key. Non-persistent: it is derived, so it stays out of checkpoints.
         causal = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("causal_mask", causal, persistent=False)
@@ -258,10 +175,10 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.act = nn.GELU(approximate="tanh")
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = Dropout(config.dropout)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -307,14 +224,12 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=Dropout(config.dropout),
+                drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd, eps=LAYER_NORM_EPS, bias=config.bias),
             )
         )
-        # rows_hint=4: of the packings tried, the fastest both for one row (plain decoding) and for the
-        # 2 * n_layer rows of traced decoding's logit lens (benchmarks/generate.py, GPT-2 small, 2 threads).
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False, rows_hint=4)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Tied embeddings: reading a token in and writing it out use one matrix (GPT-2 does; saves vocab x n_embd).
         self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)

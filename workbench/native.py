@@ -3,7 +3,7 @@
 ``gemv.c`` is compiled on first use with the machine's C compiler (``$CC``, else ``cc``/``gcc``; about 0.1 s) into
 ``$XDG_CACHE_HOME/gpt-workbench`` (default ``~/.cache/gpt-workbench``) and loaded with ctypes. It needs no
 Python headers and no torch headers, only a compiler with OpenMP. Without one (or with ``WORKBENCH_NATIVE=0``),
-:func:`gemv_library` returns None and :class:`workbench.model.Linear` keeps oneDNN: the results agree to float32
+:func:`gemv_library` returns None and :class:`workbench.fast.FastLinear` keeps oneDNN: the results agree to float32
 rounding, only slower. :func:`native_status` says which it is and why.
 
 Why a kernel of our own: for one input row, oneDNN's packed GEMV streams GPT-2 small's block weights at about

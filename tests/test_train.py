@@ -367,3 +367,55 @@ def test_export_cli_round_trip(tmp_path):
     back, _ = load_model(tmp_path / "hf", device="cpu")
     for (name, p), (_, q) in zip(model.state_dict().items(), back.state_dict().items()):
         assert torch.equal(p, q), name
+
+
+def test_exported_files_are_readable_as_the_umask_allows(tmp_path):
+    from workbench.checkpoint import umask_mode
+
+    tok = CharTokenizer.from_text("abc ")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    old = os.umask(0o022)
+    try:
+        export_hf(model, tok, tmp_path / "hf")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}
+        assert modes["model.safetensors"] == umask_mode() == 0o644, modes
+        assert set(modes.values()) == {0o644}, modes
+    finally:
+        os.umask(old)
+
+
+def test_a_fresh_run_refuses_a_directory_with_checkpoints_unless_told(tmp_path):
+    first = train(tiny(tmp_path, max_steps=4), progress=False)
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        train(tiny(tmp_path, max_steps=4), progress=False)
+    assert latest_checkpoint(tmp_path) == first.checkpoint and first.checkpoint.is_dir()  # nothing was deleted
+    again = train(tiny(tmp_path, max_steps=4), progress=False, overwrite=True)
+    assert again.step == 4 and latest_checkpoint(tmp_path) == again.checkpoint
+    from workbench.__main__ import main
+
+    assert main(["train", "--preset", "tiny-char", "--out-dir", str(tmp_path), "--max-steps", "4"]) == 2
+
+
+def test_cli_without_progress_prints_a_line_per_evaluation_and_rounds_the_losses(tmp_path, capsys):
+    from workbench.__main__ import main
+
+    argv = ["train", "--preset", "tiny-char", "--out-dir", str(tmp_path), "--no-progress", "--max-steps", "8",
+            "--eval-every", "4", "--eval-batches", "2", "--save-every", "4", "--n-layer", "1", "--n-embd", "16",
+            "--n-head", "2", "--block-size", "16", "--batch-size", "4", "--warmup-steps", "2", "--threads", "1"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    evals = [line for line in lines if line.startswith("step ")]
+    assert [line.split(":")[0] for line in evals] == ["step 4/8", "step 8/8"]
+    done = next(line for line in lines if line.startswith("done:"))
+    val = done.split("val loss ")[1].split(",")[0]
+    assert len(val.split(".")[1]) == 4  # rounded, not 2.880757188796997
+
+
+def test_train_help_shows_each_presets_values(capsys):
+    from workbench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "preset value if not given" not in text
+    assert "default 6, tiny-char 4" in text  # --n-layer

@@ -128,7 +128,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from dataclasses import fields
 
-    from workbench.train import PRESETS, TrainConfig
+    from workbench.train import PRESETS, TrainConfig, preset
 
     p = sub.add_parser(
         "train",
@@ -140,18 +140,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="starting configuration: default = the shipped Shakespeare model, tiny-char = a character "
                    "model for lessons (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an --out-dir that already holds checkpoints, replacing them (without "
+                   "this or --resume, such a directory is refused)")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="when training ends, write the final model with a model card (README.md) to DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one line per evaluation instead (logs also go to metrics.jsonl)")
+    presets = {name: preset(name) for name in sorted(PRESETS)}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        values = ", ".join(f"{name} {getattr(cfg, f.name)}" for name, cfg in presets.items())
+        help_text = f"{f.metadata['help']} (if not given, the preset's: {values})".replace("%", "%%")
         if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f.metadata["help"] + " (preset value if not given)")
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument(flag, dest=f.name, type=kind, default=None,
-                           help=f.metadata["help"] + " (preset value if not given)")
+            p.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     p.set_defaults(func=_run_train)
 
 
@@ -165,8 +170,15 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     cfg = preset(args.preset, **overrides)
     started = time.time()
+    def eval_line(record: dict) -> None:
+        if "val_loss" in record:
+            print(f"step {record['step']}/{cfg.max_steps}: train loss {record['train_loss']:.4f}, "
+                  f"val loss {record['val_loss']:.4f}, lr {record['lr']:.2e}, {record['tok_per_s']:,.0f} tok/s",
+                  flush=True)
+
     try:
-        result = train(cfg, resume=args.resume, progress=not args.no_progress)
+        result = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite,
+                       on_log=eval_line if args.no_progress and os.environ.get("RANK", "0") == "0" else None)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
@@ -175,7 +187,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"interrupted at step {result.step}; saved {result.checkpoint}. Continue with --resume.", file=sys.stderr)
         return 130
-    print(f"done: step {result.step}, train loss {result.train_loss:.4f}, val loss {result.val_loss}, "
+    val = "not measured" if result.val_loss is None else f"{result.val_loss:.4f}"
+    print(f"done: step {result.step}, train loss {result.train_loss:.4f}, val loss {val}, "
           f"checkpoint {result.checkpoint}")
     if args.export and result.checkpoint is not None:
         command = "python -m workbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])

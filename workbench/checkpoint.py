@@ -155,4 +155,9 @@ def export_hf(model: GPT, tokenizer: Tokenizer | None, directory: str | Path) ->
 
         end = ENDOFTEXT
         GPT2TokenizerFast(tokenizer_object=tokenizer._tk, bos_token=end, eos_token=end, unk_token=end).save_pretrained(directory)
+    # safetensors writes its file private (0600) whatever the umask: give every file the permissions a plain
+    # open() would, so that others can read a shared model when the umask allows it.
+    for path in directory.iterdir():
+        if path.is_file():
+            os.chmod(path, umask_mode())
     return directory

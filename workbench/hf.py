@@ -67,8 +67,11 @@ def config_from_hf(hf_config: GPT2Config) -> GPTConfig:
     )
 
 
+HUB_TIMEOUT_S = 2.0  # how long to wait for huggingface.co to answer before calling the hub unreachable
+
+
 def hub_source(
-    model_id: str = "gpt2", timeout: float = 2.0, cache_dir: str | Path | None = None
+    model_id: str = "gpt2", timeout: float = HUB_TIMEOUT_S, cache_dir: str | Path | None = None
 ) -> str | Path | None:
     """Where ``model_id`` can be loaded from without a long wait, for code that falls back when it cannot.
 
@@ -101,13 +104,20 @@ def load_hf_model(source: str | Path) -> GPT2LMHeadModel:
     looks_like_path = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
     if looks_like_path and not path.is_dir():
         raise HFLoadError(f"no model directory at {text!r}")
+    source = str(path) if looks_like_path else hub_source(text)
+    if source is None:  # say so at once: transformers would retry for most of a minute before failing
+        raise HFLoadError(
+            f"{text!r} is not in the local Hugging Face cache and huggingface.co cannot be reached (no answer within "
+            f"{HUB_TIMEOUT_S:g} s, or HF_HUB_OFFLINE is set): connect to the internet once to download it, or give "
+            "a local model directory"
+        )
     try:
-        hf_config = AutoConfig.from_pretrained(str(path) if looks_like_path else text)
+        hf_config = AutoConfig.from_pretrained(str(source))
     except (OSError, ValueError) as err:
         where = "directory" if looks_like_path else "hub id (needs internet or a local HF cache)"
         raise HFLoadError(f"could not load a model config from {where} {text!r}: {err}") from err
     config_from_hf(hf_config)  # refuse other architectures before loading any weights
-    return GPT2LMHeadModel.from_pretrained(str(path) if looks_like_path else text, attn_implementation="eager")
+    return GPT2LMHeadModel.from_pretrained(str(source), attn_implementation="eager")
 
 
 def from_hf(source: GPT2LMHeadModel | str | Path) -> GPT:

@@ -366,10 +366,20 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_log: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run (or with ``resume`` continue) training as ``cfg`` says. Returns when ``max_steps`` is reached, or on
-    Ctrl-C after saving a checkpoint. Raises :class:`TrainingDiverged` (last good checkpoint kept) on a NaN loss."""
+    Ctrl-C after saving a checkpoint. Raises :class:`TrainingDiverged` (last good checkpoint kept) on a NaN loss.
+
+    A fresh run (no ``resume``) refuses a run directory that already holds checkpoints, which it would replace,
+    unless ``overwrite`` says to: FileExistsError names both ways on."""
     cfg.validate()
+    held = latest_checkpoint(cfg.out_dir) or next(Path(cfg.out_dir).glob("ckpt-*"), None)
+    if not resume and not overwrite and held is not None:
+        raise FileExistsError(
+            f"{cfg.out_dir} already holds checkpoints ({held.name}) that a fresh run would replace: continue it "
+            "with --resume, start over with --overwrite, or choose another --out-dir"
+        )
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

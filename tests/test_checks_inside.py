@@ -132,6 +132,18 @@ def ablation_by_zeroing_weights(model, idx, targets):
     return effects
 
 
+def ablation_in_training_mode(model, idx, targets):
+    model.train()  # dropout on, and left on: every loss is measured with random units dropped
+    return head_ablation_effects(model, idx, targets)
+
+
+def ablation_measured_in_training_mode(model, idx, targets):
+    model.train()
+    effects = head_ablation_effects(model, idx, targets)
+    model.eval()  # put back, but the losses were noisy
+    return effects
+
+
 def doubled_score(attention):
     return 2 * previous_token_score(attention)  # wrong in a way no known mistake explains
 
@@ -177,6 +189,8 @@ PLANTED = [
      "rows and columns are swapped"),
     (check_head_ablation_effects, lambda m, i, t: head_ablation_effects(m, i, t, shift=True), "shifted once more"),
     (check_head_ablation_effects, ablation_by_zeroing_weights, "changed the model's weights"),
+    (check_head_ablation_effects, ablation_in_training_mode, "left the model in training mode"),
+    (check_head_ablation_effects, ablation_measured_in_training_mode, "measured in training mode"),
     (check_head_ablation_effects, lambda m, i, t: head_ablation_effects(m, i, t).tolist(), "not a list"),
 ]
 
@@ -254,12 +268,13 @@ def test_attention_only_gpt_built_as_in_the_lesson():
 
 
 def test_looking_inside_lesson_trains_less_under_workbench_quick():
-    """The lesson reads WORKBENCH_QUICK (the tests set it) and runs the four checks."""
+    """The lesson reads WORKBENCH_QUICK (the tests set it) and runs the four exercise checks."""
     cells = nbformat.read(LESSON, as_version=4).cells
     source = "\n".join(c.source for c in cells if c.cell_type == "code")
     assert 'os.environ.get("WORKBENCH_QUICK") == "1"' in source
     assert re.search(r"STEPS = \d+ if QUICK else \d+", source)
-    checked = [c.source for c in cells if "check" in c.metadata.get("tags", [])]
+    checked = [c.source for c in cells if "check" in c.metadata.get("tags", [])
+               and not c.source.startswith("checks.check_quiz(")]  # the quiz's cells are tested with the quizzes
     assert checked == [f"checks.{c.__name__}({name})" for c, name in (
         (check_previous_token_score, "previous_token_score"), (check_key_attention_score, "key_attention_score"),
         (check_head_ablation_effects, "head_ablation_effects"), (check_induction_score, "induction_score"))]

@@ -29,7 +29,7 @@ def cross_entropy(logits, targets):
 
 def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, *, l2=False, correct_m=True, correct_v=True,
                eps_inside=False, decay_with_lr=True, decay_after=False, step_offset=0, return_hats=False,
-               swap_betas=False, sign=1.0):
+               swap_betas=False, sign=1.0, no_decay=False):
     """Correct by default; each switch plants one mistake."""
     beta1, beta2 = betas
     if l2:
@@ -41,7 +41,7 @@ def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, *, l2=Fals
     m_hat = m / (1 - beta1**t) if correct_m else m
     v_hat = v / (1 - beta2**t) if correct_v else v
     update = m_hat / (torch.sqrt(v_hat + eps) if eps_inside else torch.sqrt(v_hat) + eps)
-    shrink = 1.0 if l2 else 1 - (lr * weight_decay if decay_with_lr else weight_decay)
+    shrink = 1.0 if l2 or no_decay else 1 - (lr * weight_decay if decay_with_lr else weight_decay)
     if return_hats:
         m, v = m_hat, v_hat
     if decay_after:
@@ -121,6 +121,7 @@ PLANTED = [
      "shifted once more"),
     (check_cross_entropy, lambda lg, t: -torch.log_softmax(lg, -1).gather(-1, t.unsqueeze(-1)).squeeze(-1),
      "per-position losses"),
+    (check_cross_entropy, lambda lg, t: F.nll_loss(lg.flatten(0, 1), t.flatten()), "used as log-probabilities"),
     (check_cross_entropy, cross_entropy_naive_exp, "overflowed"),
     (check_cross_entropy, cross_entropy_log_of_softmax, "underflowed"),
     (check_cross_entropy, lambda lg, t: cross_entropy(lg, t).item(), "not a Python float"),
@@ -133,6 +134,7 @@ PLANTED = [
     (check_adamw_step, lambda *a: adamw_step(*a, sign=-1.0), "goes uphill"),
     (check_adamw_step, lambda *a: tuple(2 * t for t in adamw_step(*a)), "no known mistake matches"),
     (check_adamw_step, lambda *a: adamw_step(*a, l2=True), "added to the gradient"),
+    (check_adamw_step, lambda *a: adamw_step(*a, no_decay=True), "the weight decay is missing"),
     (check_adamw_step, lambda *a: adamw_step(*a, decay_with_lr=False), "not scaled by the learning rate"),
     (check_adamw_step, lambda *a: adamw_step(*a, decay_after=True), "applied after the update"),
     (check_adamw_step, lambda *a: adamw_step(*a, eps_inside=True), "inside the square root"),

@@ -47,3 +47,12 @@ def test_errors_are_one_line_with_nonzero_status(argv, message, capsys):
     status = main(["generate", *argv])
     err = capsys.readouterr().err
     assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_the_app_command_takes_its_defaults_from_the_app_without_importing_gradio():
+    code = ("import sys; from workbench.__main__ import build_parser; "
+            "a = build_parser().parse_args(['app']); from workbench.app import session; "
+            "print(a.max_new_tokens_cap == session.APP_MAX_NEW_TOKENS_CAP, a.concurrency == session.APP_CONCURRENCY, "
+            "'gradio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False"]

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import pytest
 
+from workbench import checks
 
-def verdict(capsys: pytest.CaptureFixture[str], check: Callable[[Any], bool], student: Any) -> tuple[bool, str]:
-    """Run ``check(student)``; return its result and the one verdict line it printed."""
+Check = Callable[[Any], Any]  # a check: takes the student's code, prints one line, returns a Verdict
+
+_CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")  # CJK ideographs and CJK / full-width punctuation
+
+
+def has_chinese(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
+def verdict(capsys: pytest.CaptureFixture[str], check: Check, student: Any) -> tuple[bool, str]:
+    """Run ``check(student)``; return its result and the one verdict line it printed. In English (the default),
+    the line must hold no Chinese: every message of a check is a ``say(english, chinese)``, shown in one language."""
     ok = check(student)
     out = capsys.readouterr().out
+    assert isinstance(ok, checks.Verdict), f"a check returns a Verdict, not {type(ok).__name__}"
     assert sum(out.count(mark) for mark in "✓✗○") == 1, f"exactly one verdict expected: {out!r}"
-    return ok, out
+    if checks.language() == "en":
+        assert not has_chinese(out), f"Chinese in an English verdict: {out!r}"
+    return bool(ok), out
 
 
 def not_implemented(*args: Any, **kwargs: Any) -> Any:
@@ -20,8 +35,7 @@ def not_implemented(*args: Any, **kwargs: Any) -> Any:
     raise NotImplementedError
 
 
-def assert_names_mistake(capsys: pytest.CaptureFixture[str], check: Callable[[Any], bool], wrong: Any,
-                         hint: str) -> None:
+def assert_names_mistake(capsys: pytest.CaptureFixture[str], check: Check, wrong: Any, hint: str) -> None:
     """The check fails ``wrong`` with ✗ and the hint of its planted mistake, never a traceback."""
     ok, out = verdict(capsys, check, wrong)
     assert not ok and out.startswith("✗"), out
@@ -29,17 +43,19 @@ def assert_names_mistake(capsys: pytest.CaptureFixture[str], check: Callable[[An
     assert "Traceback" not in out
 
 
-def planted_mistake_test(planted: list[tuple[Callable[[Any], bool], Any, str]]) -> Callable[..., None]:
+def planted_mistake_test(planted: list[tuple[Check, Any, str]]) -> Callable[..., None]:
     """The test that every ``(check, wrong, hint)`` in ``planted`` fails ``wrong`` naming its hint (see
     :func:`assert_names_mistake`), parametrized with readable ids. Assign it to ``test_check_names_the_planted_mistake``
     in the lesson's test module."""
 
-    @pytest.mark.parametrize(
-        "check, wrong, hint", planted,
-        ids=[f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(planted)],
-    )
-    def test_check_names_the_planted_mistake(capsys: pytest.CaptureFixture[str], check: Callable[[Any], bool],
-                                             wrong: Any, hint: str) -> None:
+    @pytest.mark.parametrize("check, wrong, hint", planted, ids=planted_ids(planted))
+    def test_check_names_the_planted_mistake(capsys: pytest.CaptureFixture[str], check: Check, wrong: Any,
+                                             hint: str) -> None:
         assert_names_mistake(capsys, check, wrong, hint)
 
     return test_check_names_the_planted_mistake
+
+
+def planted_ids(planted: list[tuple[Check, Any, str]]) -> list[str]:
+    """Readable test ids for a list of ``(check, wrong, hint)``: the check, the hint's first word, the index."""
+    return [f"{c.__name__}-{h.split()[0]}-{i}" for i, (c, _, h) in enumerate(planted)]

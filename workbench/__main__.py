@@ -17,7 +17,8 @@ DEFAULT_MODEL = "shakespeare"
 
 
 def _add_app(sub: argparse._SubParsersAction) -> None:
-    from workbench.generate import DEFAULT_MAX_NEW_TOKENS_CAP
+    from workbench.app.session import APP_CONCURRENCY, APP_MAX_NEW_TOKENS_CAP
+    from workbench.generate import MAX_NEW_TOKENS_LIMIT
 
     p = sub.add_parser(
         "app",
@@ -37,10 +38,10 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", action="store_true",
                    help="also open a public gradio.live link (off unless given: it sends traffic through "
                    "gradio's servers)")
-    p.add_argument("--max-new-tokens-cap", type=int, default=512,
+    p.add_argument("--max-new-tokens-cap", type=int, default=APP_MAX_NEW_TOKENS_CAP,
                    help="most tokens one request may ask for "
-                   f"(default: %(default)s; at most {DEFAULT_MAX_NEW_TOKENS_CAP})")
-    p.add_argument("--concurrency", type=int, default=4,
+                   f"(default: %(default)s; at most {MAX_NEW_TOKENS_LIMIT})")
+    p.add_argument("--concurrency", type=int, default=APP_CONCURRENCY,
                    help="generations run at the same time; more requests wait in the queue (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for a model under 20M parameters, whose matrices are too "
@@ -53,11 +54,11 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_app(args: argparse.Namespace) -> int:
-    from workbench.generate import DEFAULT_MAX_NEW_TOKENS_CAP
+    from workbench.generate import MAX_NEW_TOKENS_LIMIT
 
-    if not 1 <= args.max_new_tokens_cap <= DEFAULT_MAX_NEW_TOKENS_CAP:
+    if not 1 <= args.max_new_tokens_cap <= MAX_NEW_TOKENS_LIMIT:
         raise ValueError(
-            f"--max-new-tokens-cap must be in [1, {DEFAULT_MAX_NEW_TOKENS_CAP}], got {args.max_new_tokens_cap}"
+            f"--max-new-tokens-cap must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {args.max_new_tokens_cap}"
         )
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")

@@ -31,7 +31,7 @@ import torch
 from workbench.model import GPT
 from workbench.tokenizers import Tokenizer
 
-DEFAULT_MAX_NEW_TOKENS_CAP = 4096
+MAX_NEW_TOKENS_LIMIT = 4096  # the most tokens one call may ask for: a guard against runaway requests
 N_CANDIDATES = 10  # candidates kept per pipeline stage and in Step.top
 N_LENS = 5  # tokens kept per layer in the logit-lens row
 WINDOW_KEEP = 0.75  # fraction of the context kept when the window slides
@@ -62,7 +62,7 @@ class SamplingConfig:
     repetition_penalty: float = 1.0
     banned_words: Sequence[str] = ()
     banned_token_ids: Sequence[int] = ()
-    max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP
+    max_new_tokens_cap: int = MAX_NEW_TOKENS_LIMIT
 
     def __post_init__(self) -> None:
         self.stop = tuple(self.stop)

@@ -158,8 +158,10 @@ class GenerationPool:
         return fresh
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker: a generation under way ends after its current step (its stream ends as a stopped one
+        would, with no error), then the worker exits."""
         for worker in self._workers:
+            worker.stop.value = True
             try:
                 worker.conn.send(None)
             except (BrokenPipeError, OSError):

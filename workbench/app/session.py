@@ -27,6 +27,9 @@ from workbench.generate import Candidate, SamplingConfig, Step, prompt_ids
 from workbench.model import GPT
 from workbench.tokenizers import Tokenizer
 
+# The app's defaults (the CLI shows and takes them from here, without importing the page's web framework).
+APP_MAX_NEW_TOKENS_CAP = 512  # the most tokens one request to the app may ask for (under MAX_NEW_TOKENS_LIMIT)
+APP_CONCURRENCY = 4  # generations the app runs at once; more requests wait in its queue
 VIEW = 16  # keys of each attention row the page receives: the attention views show at most this many positions
 LENS_TOP = 3  # tokens per layer in the lens row the page receives
 SHOWN_CHARS = 40  # a bad value longer than this is shortened in the error message

@@ -31,15 +31,22 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is
 import gradio as gr  # noqa: E402
 
 from workbench.app import strings  # noqa: E402
-from workbench.app.session import InputError, Run, find_run, read_prompt, read_settings, step_data  # noqa: E402
+from workbench.app.session import (  # noqa: E402
+    APP_CONCURRENCY,
+    APP_MAX_NEW_TOKENS_CAP,
+    InputError,
+    Run,
+    find_run,
+    read_prompt,
+    read_settings,
+    step_data,
+)
 from workbench.generate import generate, stream  # noqa: E402
 from workbench.model import GPT  # noqa: E402
 from workbench.serve import step_batches  # noqa: E402
 from workbench.tokenizers import Tokenizer  # noqa: E402
 from workbench.workers import GenerationPool  # noqa: E402
 
-DEFAULT_MAX_NEW_TOKENS_CAP = 512  # the app's own cap, under the library's (generate.DEFAULT_MAX_NEW_TOKENS_CAP)
-DEFAULT_CONCURRENCY = 4
 QUEUE_PER_WORKER = 16  # queue max size = this x concurrency: a full queue refuses at once instead of waiting long
 FRAME_SECONDS = 0.1  # while streaming, at most 10 frames a second: faster tokens share a frame
 SMALL_MODEL_PARAMS = 20_000_000
@@ -138,8 +145,8 @@ def build_app(
     tok: Tokenizer,
     *,
     model_name: str,
-    max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    max_new_tokens_cap: int = APP_MAX_NEW_TOKENS_CAP,
+    concurrency: int = APP_CONCURRENCY,
     workers: bool | None = None,
 ) -> gr.Blocks:
     """The app's page and events for one loaded model, shared by every session; queue already configured.
@@ -391,8 +398,8 @@ def launch(
     host: str | None = None,
     port: int | None = None,
     share: bool = False,
-    max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS_CAP,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    max_new_tokens_cap: int = APP_MAX_NEW_TOKENS_CAP,
+    concurrency: int = APP_CONCURRENCY,
     threads: int | None = None,
     workers: bool | None = None,
     prevent_thread_lock: bool = False,

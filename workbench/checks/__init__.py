@@ -9,7 +9,9 @@ fresh random inputs at several shapes, and prints one line:
   (the reference computed with a planted error such as a missing 1/sqrt(d_k)) -- what that mistake is;
 * ``○ name: not implemented yet`` when the student's code still raises ``NotImplementedError``.
 
-Checks return ``True``/``False`` and never raise, so a notebook runs on to the end whatever state it is in.
+Every line is printed in English or in Chinese: ``use_language("zh")`` switches (each message is a ``say(english,
+chinese)``). Checks return a :class:`Verdict`, true when the check passed, which a notebook does not display (so no
+stray ``True`` under the verdict line), and never raise, so a notebook runs on to the end whatever state it is in.
 References come from :mod:`workbench.model` (or torch, where the workbench uses torch's function itself).
 """
 

@@ -51,6 +51,11 @@ def say(en: str, zh: str) -> Say:
     return Say(en, zh)
 
 
+def _zh(message: object) -> str:
+    """The Chinese text of ``message`` (a :class:`Say`), or ``message`` itself: for composing one Say from others."""
+    return message.zh if isinstance(message, Say) else str(message)
+
+
 def shown(message: object) -> str:
     """``message`` in the language in use: a :class:`Say` in Chinese under ``use_language("zh")``, else as is."""
     if _language == "zh" and isinstance(message, Say):
@@ -104,11 +109,29 @@ def run_check(name: str, body: Callable[[], str]) -> Verdict:
         print(f"✗ {name}: {shown(hint.args[0] if hint.args else '')}")
         return Verdict(False)
     except Exception as err:  # the student's code crashed: one line, not a traceback
-        crashed = say(f"your code raised {type(err).__name__}: {err}", f"你的代码抛出了 {type(err).__name__}: {err}")
-        print(f"✗ {name}: {shown(crashed)}")
+        print(f"✗ {name}: {shown(_crash_hint(err))}")
         return Verdict(False)
     print(f"✓ {name}: {shown(detail)}")
     return Verdict(True)
+
+
+_NOT_CONTIGUOUS = "view size is not compatible with input tensor's size and stride"
+
+
+def _crash_hint(err: Exception) -> Say:
+    """The line for a student's code that raised ``err``: its type and message, and what to do where the cause is
+    known (torch's own message is English in either language)."""
+    raised = say(f"your code raised {type(err).__name__}: {err}", f"你的代码抛出了 {type(err).__name__}: {err}")
+    if isinstance(err, RuntimeError) and _NOT_CONTIGUOUS in str(err):
+        # The classic of merging heads: transpose(1, 2) only changes strides, so a .view() of it cannot work.
+        en, zh = str(raised).rstrip("."), raised.zh.rstrip(".")  # torch's message ends with a full stop already
+        return say(
+            f"{en}. After a transpose the tensor is not contiguous in memory, so .view() cannot regroup it: use "
+            ".reshape(...) (or .contiguous().view(...))",
+            f"{zh}。transpose 之后张量在内存中不再连续，.view() 无法重新组合它：改用 .reshape(...)"
+            "（或 .contiguous().view(...)）",
+        )
+    return raised
 
 
 def _call_keeping_inputs(fn: Callable[..., Any], names: Sequence[str], *args: Any) -> Any:
@@ -118,10 +141,12 @@ def _call_keeping_inputs(fn: Callable[..., Any], names: Sequence[str], *args: An
     for name, arg, copy in zip(names, args, before):
         same = torch.equal(arg, copy) if isinstance(arg, torch.Tensor) else arg == copy
         if not same:
-            raise Hint(
+            raise Hint(say(
                 f"your code changed its input `{name}` in place (an in-place op such as `+=`, `masked_fill_` or "
-                "`list.pop`); leave inputs as they are and build a new result"
-            )
+                "`list.pop`); leave inputs as they are and build a new result",
+                f"你的代码原地修改了输入 `{name}`（用了 `+=`、`masked_fill_` 或 `list.pop` 之类的原地操作）；"
+                "不要改动输入，另建一个新结果",
+            ))
     return out
 
 
@@ -147,31 +172,45 @@ def _compare_tensors(
     mistakes: Mistakes,
     *,
     shape_hint: str = "",
-    nan_hint: str = "the output contains NaN",
+    nan_hint: str = say("the output contains NaN", "输出里有 NaN"),
     atol: float = ATOL,
     rtol: float = RTOL,
 ) -> float:
     """Raise a Hint unless ``got`` matches ``want``; return the largest absolute difference."""
     if not isinstance(got, torch.Tensor):
-        raise Hint(f"expected a torch.Tensor, got {type(got).__name__}")
+        raise Hint(say(f"expected a torch.Tensor, got {type(got).__name__}",
+                       f"应返回 torch.Tensor，却得到了 {type(got).__name__}"))
     if got.shape != want.shape:
         # A known mistake of another shape (heads not transposed, say) explains itself better than the shapes.
         hint = _matching_mistake(got, mistakes, lambda a, b: _close(a, b, atol, rtol))
-        raise Hint(hint or f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}. {shape_hint}".strip())
+        raise Hint(hint or say(
+            f"output shape {tuple(got.shape)}, expected {tuple(want.shape)}. {shape_hint}".strip(),
+            f"输出形状为 {tuple(got.shape)}，应为 {tuple(want.shape)}。{_zh(shape_hint)}".strip(),
+        ))
     if torch.isnan(got).any() and not torch.isnan(want).any():
-        raise Hint(nan_hint)
+        # A known mistake that gives NaN in the same places (a max taken over the wrong axis, say) is more precise
+        # than the general NaN hint.
+        def same_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
+            return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=atol, rtol=rtol, equal_nan=True)
+
+        raise Hint(_matching_mistake(got, mistakes, same_nan) or nan_hint)
     if _close(got, want, atol, rtol):
         return (got.float() - want.float()).abs().max().item() if got.numel() else 0.0
     hint = _matching_mistake(got, mistakes, lambda a, b: _close(a, b, atol, rtol))
     diff = (got.float() - want.float()).abs().max().item()
-    raise Hint(hint or f"values differ from the reference (largest difference {diff:.3g}); no known mistake matches")
+    raise Hint(hint or say(
+        f"values differ from the reference (largest difference {diff:.3g}); no known mistake matches",
+        f"数值与参考实现不同（最大差值 {diff:.3g}）；没有已知错误与之吻合",
+    ))
 
 
-def _passed(n_cases: int, max_diff: float | None = None) -> str:
+def _passed(n_cases: int, max_diff: float | None = None) -> Say:
     if max_diff is None:
-        return f"matches the reference on {n_cases} random inputs"
-    exact = "bit-exact" if max_diff == 0.0 else f"max difference {max_diff:.1e}"
-    return f"matches the reference on {n_cases} random inputs ({exact})"
+        return say(f"matches the reference on {n_cases} random inputs", f"在 {n_cases} 组随机输入上与参考实现一致")
+    exact = say("bit-exact", "逐位相同") if max_diff == 0.0 else say(
+        f"max difference {max_diff:.1e}", f"最大差值 {max_diff:.1e}")
+    return say(f"matches the reference on {n_cases} random inputs ({exact})",
+               f"在 {n_cases} 组随机输入上与参考实现一致（{exact.zh}）")
 
 
 def _randomize(module: nn.Module, g: torch.Generator, std: float = 0.3) -> nn.Module:
@@ -188,9 +227,11 @@ def _load_student(student_cls: type[nn.Module], reference: nn.Module, *args: Any
     student = student_cls(*args)
     missing = set(reference.state_dict()) - set(student.state_dict())
     if missing:
-        raise Hint(
-            f"your module has no parameters named {', '.join(sorted(missing))}; keep GPT-2's names so that "
-            "weights load (the names are given in __init__)"
-        )
+        names = ", ".join(sorted(missing))
+        raise Hint(say(
+            f"your module has no parameters named {names}; keep GPT-2's names so that weights load (the names are "
+            "given in __init__)",
+            f"你的模块里没有名为 {names} 的参数；请保留 GPT-2 的参数名，权重才能载入（__init__ 里已给出这些名字）",
+        ))
     student.load_state_dict(reference.state_dict(), strict=False)
     return student.eval()

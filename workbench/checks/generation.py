@@ -121,7 +121,7 @@ def check_temperature(apply_temperature: Callable[[torch.Tensor, float], torch.T
             worst = max(worst, _compare_tensors(got, want, mistakes, nan_hint=nan_hint, shape_hint=_VOCAB_SHAPE))
         return say(
             f"matches the pipeline's temperature stage on {len(cases)} random inputs (max difference {worst:.1e})",
-            f"在 {len(cases)} 组随机输入上与采样流水线的温度阶段一致（最大差值 {worst:.1e}）",
+            f"在 {len(cases)} 组随机输入上与采样流程的温度阶段一致（最大差值 {worst:.1e}）",
         )
 
     return run_check("apply_temperature", body)
@@ -218,7 +218,7 @@ def check_top_k(top_k_filter: Callable[[torch.Tensor, int], torch.Tensor]) -> Ve
         return say(
             f"matches the pipeline's top-k stage on {len(cases)} inputs, k = 0 and ties included "
             f"(max difference {worst:.1e})",
-            f"在 {len(cases)} 组输入上（包括 k = 0 和并列的情况）与采样流水线的 top-k 阶段一致（最大差值 {worst:.1e}）",
+            f"在 {len(cases)} 组输入上（包括 k = 0 和并列的情况）与采样流程的 top-k 阶段一致（最大差值 {worst:.1e}）",
         )
 
     return run_check("top_k_filter", body)
@@ -261,15 +261,15 @@ def _top_p_variant(
 _TOP_P_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of _top_p_variant that plant it
     _NOT_RENORMALISED: dict(renormalise="none"),
     _SOFTMAX_OF_PROBS: dict(renormalise="softmax"),
-    say("the token that takes the total past p was dropped: keep each token whose mass *before* it (in sorted order) "
+    say("the token that takes the total past p was dropped: keep each token whose mass before it (in sorted order) "
         "is below p, so that the kept mass reaches p",
-        "让累计概率越过 p 的那个词元被去掉了：（按排序后的顺序）它*之前*的累计概率低于 p 的词元都要保留，"
+        "让累计概率越过 p 的那个词元被去掉了：（按排序后的顺序）它之前的累计概率低于 p 的词元都要保留，"
         "这样留下的概率总量才能达到 p"): dict(crossing=False),
     say("the running total was taken in vocabulary order: sort the probabilities from largest to smallest first",
         "累计和是按词表顺序算的：要先把概率从大到小排序"): dict(sort=False),
     say("the probabilities were sorted in ascending order: the nucleus is made of the most likely tokens, so sort "
         "descending",
-        "概率是按升序排的：核心集由最可能的词元组成，所以要降序排序"): dict(descending=False),
+        "概率是按升序排的：核由最可能的词元组成，所以要降序排序"): dict(descending=False),
     say("the keep/drop decisions are in sorted order but were applied to the tokens in vocabulary order: map them "
         "back through the sort's indices (keep[order] = keep_sorted)",
         "保留/去掉的判断是按排序后的顺序做的，却按词表顺序用在了词元上：要通过排序的下标映射回去"
@@ -314,7 +314,7 @@ def check_top_p(top_p_filter: Callable[[torch.Tensor, float], torch.Tensor]) -> 
             )
             worst = max(worst, _compare_tensors(got, want, mistakes, nan_hint=nan_hint, shape_hint=_VOCAB_SHAPE))
         return say(f"matches the pipeline's top-p stage on {len(cases)} inputs (max difference {worst:.1e})",
-                   f"在 {len(cases)} 组输入上与采样流水线的 top-p 阶段一致（最大差值 {worst:.1e}）")
+                   f"在 {len(cases)} 组输入上与采样流程的 top-p 阶段一致（最大差值 {worst:.1e}）")
 
     return run_check("top_p_filter", body)
 

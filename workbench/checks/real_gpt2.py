@@ -412,7 +412,7 @@ def check_ban_tokens(ban_tokens: Callable[[torch.Tensor, list[int], list[list[in
                     lambda: as_probs(_ban_variant(logits, context, banned, single=False)),
                 say("these are probabilities, not logits: return the logits with -inf at the banned tokens (the "
                     "sampling pipeline takes the softmax afterwards)",
-                    "这是概率而不是 logits：请返回在被禁词元处为 -inf 的 logits（采样流水线之后会做 softmax）"): lambda: (
+                    "这是概率而不是 logits：请返回在被禁词元处为 -inf 的 logits（采样流程之后会做 softmax）"): lambda: (
                     as_probs(torch.softmax(_ban_variant(logits, context, banned), dim=-1))
                 ),
             }
@@ -423,7 +423,7 @@ def check_ban_tokens(ban_tokens: Callable[[torch.Tensor, list[int], list[list[in
             _compare_tensors(as_probs(got), want, mistakes, atol=1e-6, rtol=1e-5, nan_hint=nan_hint)
             n_cases += 1
         return say(f"bans exactly what the workbench's sampling pipeline bans, on {n_cases} random cases",
-                   f"在 {n_cases} 个随机情形中，禁掉的词元与 workbench 采样流水线禁掉的完全相同")
+                   f"在 {n_cases} 个随机情形中，禁掉的词元与 workbench 采样流程禁掉的完全相同")
 
     return run_check("ban_tokens", body)
 

@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench import GPT, GPTConfig, load_model, save_checkpoint
-from workbench.checkpoint import load_checkpoint
+from workbench.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from workbench.hf import HFLoadError
 from workbench.tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer
 
@@ -73,6 +73,28 @@ def test_errors_name_the_problem(tmp_path):
 
 
 def test_unknown_hub_id_offline_is_one_clear_error():
-    # conftest.py puts HF in offline mode, so this fails fast instead of trying the network.
-    with pytest.raises(HFLoadError, match="hub id"):
+    # conftest.py puts HF in offline mode, so this fails at once, naming the id and the way out.
+    with pytest.raises(HFLoadError, match=r"(?s)'no-such-model-xyz' is not in the local Hugging Face cache.*shipped models"):
         load_model("no-such-model-xyz")
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_by_name(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    small = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    save_checkpoint(GPT(small), None, tmp_path)
+    with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.attn"):
+        load_weights(GPT(GPTConfig(**{**small.__dict__, "n_layer": 2})), tmp_path)
+    with pytest.raises(ValueError, match=r"other shapes \['transformer\.wpe\.weight'\]"):
+        load_weights(GPT(GPTConfig(**{**small.__dict__, "block_size": 16})), tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({**weights, "transformer.extra": torch.zeros(1)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"unexpected \['transformer\.extra'\]"):
+        load_checkpoint(tmp_path, device="cpu")
+
+
+def test_a_run_directory_whose_latest_names_nothing_complete_is_one_clear_error(tmp_path):
+    (tmp_path / "latest").write_text("ckpt-000004")  # the directory it names was never finished
+    assert latest_checkpoint(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="names no complete checkpoint"):
+        load_model(tmp_path)

@@ -1,4 +1,4 @@
-"""Data: Shakespeare splits by work, synthetic lesson tasks, and the seeded batch sampler."""
+"""Data: Shakespeare splits by work, the training corpora, synthetic lesson tasks, and the seeded batch sampler."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import torch
 
 from workbench import data
 from workbench.data import (
+    CORPORA,
     HELD_OUT_PLAYS,
     REORDERING_WORDS,
+    build_corpus,
     get_batch,
     list_plays,
     load_play,
@@ -181,3 +183,26 @@ def test_folio_texts_are_the_training_works_old_spelling_never_a_held_out_one():
     assert not any(n.removesuffix("_f") in data.HELD_OUT_PLAYS for n in names)  # no Folio Hamlet or Tempest
     text = data.load_folio()
     assert "Actus Primus" in text and "Enter Barnardo and Francisco" not in text  # Folio style, and no Hamlet
+
+
+# ---------------------------------------------------------------------------------------- training corpora
+
+
+def test_a_character_corpus_is_the_splits_one_character_per_token(splits):
+    from types import SimpleNamespace
+
+    corpus = build_corpus(SimpleNamespace(corpus="shakespeare-char", vocab_size=0))
+    assert corpus.tokenizer.decode(corpus.val_ids.tolist()) == splits["val"]
+    assert len(corpus.train_ids) == len(splits["train"]) and corpus.val_chars == len(splits["val"])
+    tok, train_ids, val_ids, val_chars = corpus  # unpacks as the tuple lesson 07 takes apart
+    assert tok is corpus.tokenizer and val_chars == corpus.val_chars
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        build_corpus(SimpleNamespace(corpus="shakespeare-words", vocab_size=0))
+
+
+def test_each_corpus_says_what_it_holds():
+    """The model card quotes these: each must tell characters from BPE, and say when the First Folio is in."""
+    assert set(CORPORA) == {"shakespeare-bpe", "shakespeare-bpe+folio", "shakespeare-char"}
+    assert "character" in CORPORA["shakespeare-char"] and "BPE" not in CORPORA["shakespeare-char"]
+    assert "BPE" in CORPORA["shakespeare-bpe"] and "Folio" not in CORPORA["shakespeare-bpe"]
+    assert "BPE" in CORPORA["shakespeare-bpe+folio"] and "First Folio" in CORPORA["shakespeare-bpe+folio"]

@@ -14,20 +14,19 @@ import torch
 
 import workbench.train as train_mod
 from workbench import GPT, GPTConfig, load_model
-from workbench.checkpoint import export_hf
+from workbench.checkpoint import export_hf, latest_checkpoint, save_training_checkpoint
+from workbench.model_card import write_model_card
 from workbench.tokenizers import BPETokenizer, CharTokenizer
 from workbench.train import (
     TrainConfig,
     TrainingDiverged,
     dropout_at,
     heldout_loss,
-    latest_checkpoint,
     lr_at,
     make_optimizer,
     preset,
     set_dropout,
     train,
-    write_model_card,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +137,23 @@ def test_resume_without_checkpoint_is_clear(tmp_path):
         train(tiny(tmp_path), resume=True, progress=False)
 
 
+def test_resume_refuses_weights_that_do_not_fit_the_model(tmp_path):
+    def stop_at_4(record):
+        if record["step"] == 4:
+            raise KeyboardInterrupt
+
+    first = train(tiny(tmp_path), progress=False, on_log=stop_at_4)
+    with pytest.raises(ValueError, match=r"weights do not match the model \(missing \['transformer\.h\.1\."):
+        train(tiny(tmp_path, n_layer=2), resume=True, progress=False)  # another shape than the checkpoint's
+    from safetensors.torch import load_file, save_file
+
+    weights = first.checkpoint / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if k != "transformer.ln_f.weight"}, weights)
+    with pytest.raises(ValueError, match=r"missing \['transformer\.ln_f\.weight'\]"):
+        train(tiny(tmp_path), resume=True, progress=False)  # a tensor lost: never resume from a random one
+    assert latest_checkpoint(tmp_path) == first.checkpoint
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = train_mod.accumulate_gradients
     calls = {"n": 0}
@@ -162,7 +178,8 @@ KILL_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from workbench import GPT, GPTConfig
     from workbench.tokenizers import CharTokenizer
-    from workbench.train import TrainConfig, make_optimizer, save_training_checkpoint
+    from workbench.checkpoint import save_training_checkpoint
+    from workbench.train import TrainConfig, make_optimizer
     torch.set_num_threads(1)
     model = GPT(GPTConfig(vocab_size=30, block_size=64, n_layer=4, n_head=4, n_embd=128))
     opt = make_optimizer(model, TrainConfig())
@@ -173,7 +190,7 @@ KILL_SCRIPT = textwrap.dedent(
     print("ready", flush=True)
     while True:  # save as fast as possible, so that a kill lands in the middle of a save
         step += 1
-        save_training_checkpoint(Path(sys.argv[1]), model, tok, opt, TrainConfig(), step, torch.Generator())
+        save_training_checkpoint(Path(sys.argv[1]), model, tok, opt, {}, step, torch.Generator())
     """
 )
 
@@ -205,7 +222,7 @@ def test_kill_during_save_leaves_a_complete_checkpoint(tmp_path):
 
 
 def _save(run_dir: Path, step: int, model: GPT, opt, tok) -> Path:
-    return train_mod.save_training_checkpoint(run_dir, model, tok, opt, TrainConfig(), step, torch.Generator())
+    return save_training_checkpoint(run_dir, model, tok, opt, {}, step, torch.Generator())
 
 
 def _saver_parts():
@@ -339,6 +356,19 @@ def test_model_card_states_recipe_machine_and_the_held_out_numbers_it_measured(t
     assert model.num_params() > 0
 
 
+def test_model_card_names_the_corpus_it_was_trained_on(tmp_path):
+    cfg = tiny(tmp_path / "run")
+    assert cfg.corpus == "shakespeare-char"
+    result = train(cfg, progress=False)
+    command = "python -m workbench train --preset tiny-char --max-steps 8"
+    card = write_model_card(cfg, result.checkpoint, tmp_path / "tiny", command=command, wall_seconds=1).read_text()
+    assert card.startswith("# tiny: a small GPT-2 trained on Shakespeare (`shakespeare-char`)")
+    assert "on the corpus `shakespeare-char`" in card and "one character at a time" in card
+    assert "| tokenizer | characters," in card
+    for other in ("BPE", "First Folio", "default model", "make train-default"):
+        assert other not in card, other
+
+
 def test_export_to_hf_gives_same_logits_and_tokens(tmp_path):
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
@@ -370,7 +400,7 @@ def test_export_cli_round_trip(tmp_path):
 
 
 def test_exported_files_are_readable_as_the_umask_allows(tmp_path):
-    from workbench.checkpoint import umask_mode
+    from workbench.files import umask_mode
 
     tok = CharTokenizer.from_text("abc ")
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))

@@ -18,7 +18,7 @@ DEFAULT_MODEL = "shakespeare"
 
 def _add_app(sub: argparse._SubParsersAction) -> None:
     from workbench.app.session import APP_CONCURRENCY, APP_MAX_NEW_TOKENS_CAP
-    from workbench.generate import MAX_NEW_TOKENS_LIMIT
+    from workbench.sampling import MAX_NEW_TOKENS_LIMIT
 
     p = sub.add_parser(
         "app",
@@ -54,7 +54,7 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_app(args: argparse.Namespace) -> int:
-    from workbench.generate import MAX_NEW_TOKENS_LIMIT
+    from workbench.sampling import MAX_NEW_TOKENS_LIMIT
 
     if not 1 <= args.max_new_tokens_cap <= MAX_NEW_TOKENS_LIMIT:
         raise ValueError(
@@ -166,7 +166,8 @@ def _run_train(args: argparse.Namespace) -> int:
     import time
     from dataclasses import fields
 
-    from workbench.train import TrainConfig, TrainingDiverged, preset, train, write_model_card
+    from workbench.model_card import write_model_card
+    from workbench.train import TrainConfig, TrainingDiverged, preset, train
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     cfg = preset(args.preset, **overrides)

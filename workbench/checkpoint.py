@@ -1,4 +1,5 @@
-"""Save and load models: our checkpoint directories, the models shipped in ``assets/models``, and HF GPT-2.
+"""Save and load models: our checkpoint directories, training run directories, the models shipped in
+``assets/models``, and HF GPT-2.
 
 Our directory format::
 
@@ -6,13 +7,24 @@ Our directory format::
     model.safetensors  weights (the tied output matrix stored once, as transformer.wte.weight)
     tokenizer.json     the tokenizer (see workbench.tokenizers)
 
-Files are written to a temporary name and renamed, so an interrupted save never leaves a half-written file.
+A training run directory holds several of them, and what resuming needs::
+
+    runs/NAME/
+        latest                 the name of the newest complete checkpoint (rewritten atomically)
+        ckpt-000400/           config.json, model.safetensors, tokenizer.json, optimizer.pt, trainer_state.pt
+        metrics.jsonl          one JSON line per logged step (written by workbench.train)
+
+Files are written to a temporary name and renamed (:func:`workbench.files.atomic_write`), so an interrupted save
+never leaves a half-written file. A checkpoint directory is written in full under a temporary name and renamed,
+then ``latest`` is replaced; a kill at any moment leaves ``latest`` naming a complete checkpoint.
+``load_model("runs/NAME")`` loads the latest one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workbench.fast import accelerate
+from workbench.files import atomic_write, umask_mode
 from workbench.hf import HFLoadError, from_hf, load_hf_model
 from workbench.model import GPT, GPTConfig, resolve_device
 from workbench.tokenizers import ENDOFTEXT, BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
@@ -38,28 +51,6 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def umask_mode(directory: bool = False) -> int:
-    """The permissions a plain ``open()`` (or ``mkdir``) would give a new file (mkstemp's are private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, umask_mode())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     model: GPT, tokenizer: Tokenizer | None, directory: str | Path, **metadata: Any
 ) -> Path:
@@ -67,19 +58,11 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, umask_mode())
-    try:
-        save_file(state, tmp, metadata={"format": FORMAT})
-        os.replace(tmp, directory / "model.safetensors")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     if tokenizer is not None:
         tokenizer.save(directory)
     config = {"format": FORMAT, "model": asdict(model.config), **metadata}
-    atomic_write_bytes(directory / "config.json", json.dumps(config, indent=2).encode())
+    atomic_write(directory / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
     return directory
 
 
@@ -88,13 +71,25 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "auto") 
     directory = Path(directory)
     config = json.loads((directory / "config.json").read_text())
     model = GPT(GPTConfig(**config["model"]))
-    state = load_file(directory / "model.safetensors")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {TIED_KEY}:
-        raise ValueError(f"{directory}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    load_weights(model, directory)
     has_tokenizer = any((directory / f).exists() for f in ("tokenizer.json", "vocab.json"))
     tokenizer = load_tokenizer(directory) if has_tokenizer else None
     return accelerate(model.to(resolve_device(device)).eval()), tokenizer
+
+
+def load_weights(model: GPT, directory: str | Path) -> None:
+    """Copy ``directory/model.safetensors`` into ``model``, refusing weights that do not fit it exactly: a missing,
+    an unexpected or a differently shaped tensor is a ``ValueError`` naming them, before anything is copied."""
+    directory = Path(directory)
+    state = load_file(directory / "model.safetensors")
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(state) - {TIED_KEY})
+    unexpected = sorted(set(state) - set(ours))
+    reshaped = sorted(k for k in set(state) & set(ours) if state[k].shape != ours[k].shape)
+    if missing or unexpected or reshaped:
+        raise ValueError(f"{directory}: weights do not match the model (missing {missing}, unexpected {unexpected}, "
+                         f"other shapes {reshaped})")
+    model.load_state_dict(state, strict=False)  # strict would ask for lm_head.weight, stored once as the embedding
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "auto") -> tuple[GPT, Tokenizer | None]:
@@ -110,7 +105,10 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
         return load_checkpoint(SHIPPED_DIR / text, device)
     path = Path(text).expanduser()
     if path.is_dir() and (path / "latest").is_file():  # a training run directory: its newest checkpoint
-        path = path / (path / "latest").read_text().strip()
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise FileNotFoundError(f"run directory {path}: its `latest` names no complete checkpoint")
+        path = newest
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
@@ -161,3 +159,88 @@ def export_hf(model: GPT, tokenizer: Tokenizer | None, directory: str | Path) ->
         if path.is_file():
             os.chmod(path, umask_mode())
     return directory
+
+
+# ------------------------------------------------------------------------------------------ run directories
+
+
+def save_training_checkpoint(
+    run_dir: Path,
+    model: GPT,
+    tokenizer: Tokenizer,
+    optimizer: torch.optim.Optimizer,
+    train_config: dict[str, Any],
+    step: int,
+    batch_rng: torch.Generator,
+    keep: int = 2,
+) -> Path:
+    """Write ``run_dir/ckpt-STEP`` completely under a temporary name, rename it, then point ``latest`` at it.
+
+    ``train_config`` (the run's settings) goes into config.json under ``"train"``. At every moment ``latest`` names
+    a complete checkpoint, so a kill during a save leaves the previous one usable. A checkpoint of the same step (a
+    fresh run in an old run's directory) is replaced: ``latest`` names the new copy while the old one moves aside.
+    Afterwards only the newest ``keep`` checkpoints up to this step remain; later-numbered ones belong to an older
+    run and are removed.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"ckpt-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))  # unique: never a stale one
+    try:
+        os.chmod(tmp, umask_mode(directory=True))
+        save_checkpoint(model, tokenizer, tmp, step=step, train=train_config)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        state = {"step": step, "torch_rng": torch.get_rng_state(), "batch_rng": batch_rng.get_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save(state, tmp / "trainer_state.pt")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = run_dir / name
+    if final.exists():
+        # A directory cannot replace another in one rename. `latest` names the new copy while the old one moves
+        # aside; the final name then gets a hard-linked twin of the new copy (no data copied), so `latest` never
+        # names a missing directory.
+        _point_latest(run_dir, tmp.name)
+        os.replace(final, tmp.with_suffix(".old"))
+        twin = tmp.with_suffix(".twin")
+        shutil.copytree(tmp, twin, copy_function=os.link)
+        os.replace(twin, final)
+    else:
+        os.replace(tmp, final)
+    _point_latest(run_dir, name)
+    # Only now that `latest` names `final` may the leftovers of interrupted saves go: one of them could have been it.
+    stale = list(run_dir.glob(".ckpt-*"))
+    older = sorted(p for p in run_dir.glob("ckpt-*") if p.name < name)
+    stale += older[: max(len(older) - keep + 1, 0)] + [p for p in run_dir.glob("ckpt-*") if p.name > name]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def _point_latest(run_dir: Path, name: str) -> None:
+    atomic_write(run_dir / "latest", lambda tmp: tmp.write_text(name))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint that ``run_dir/latest`` names, or None when there is none."""
+    pointer = Path(run_dir) / "latest"
+    if not pointer.is_file():
+        return None
+    path = Path(run_dir) / pointer.read_text().strip()
+    return path if (path / "config.json").is_file() else None
+
+
+def load_training_checkpoint(
+    checkpoint: Path, model: GPT, optimizer: torch.optim.Optimizer, batch_rng: torch.Generator
+) -> int:
+    """Put a run back as :func:`save_training_checkpoint` left it: the weights (checked by :func:`load_weights`,
+    so a model of another shape is refused), the optimizer's moments, and every random state. Returns the step."""
+    load_weights(model, checkpoint)
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location=model.device))
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    torch.set_rng_state(state["torch_rng"])
+    batch_rng.set_state(state["batch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"]

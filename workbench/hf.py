@@ -6,6 +6,8 @@ The parameter names already match, so conversion is a key-for-key copy with two 
   The four projection weights (``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``) are transposed.
 * HF may carry causal-mask buffers (``attn.bias``, ``attn.masked_bias``) in older checkpoints; ours is derived and
   non-persistent, so those are ignored.
+
+:func:`from_hf` and :func:`to_hf` are also ``GPT.from_hf`` and ``model.to_hf()`` (bound in ``workbench/__init__.py``).
 """
 
 from __future__ import annotations

@@ -9,31 +9,28 @@ Beyond nanoGPT-style training code this model has what a teaching workbench need
 * a **KV cache** (:class:`KVCache`) for incremental decoding;
 * **capture**: pass a dict as ``capture=`` and every block records its residual stream and attention pattern
   (TransformerLens names: ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn.pattern``, ``ln_final``);
-  :meth:`GPT.run_with_trace` wraps this into a :class:`workbench.trace.Trace`;
+  ``model.run_with_trace(idx)`` wraps this into a :class:`workbench.trace.Trace`;
 * **head ablation**: ``ablate=[(layer, head), ...]`` zeroes those heads' outputs before the output projection.
 
 Attention has two paths: ``F.scaled_dot_product_attention`` when no pattern is wanted (fast, fused), and an explicit
 softmax when the pattern is captured. Tests prove the two equal.
 
 This module imports only torch. Speed-ups for the CPU (packed weights, our own GEMV kernel, a cheaper dropout mask)
-live in :mod:`workbench.fast`, which a caller opts into with ``accelerate(model)``.
+live in :mod:`workbench.fast`, which a caller opts into with ``accelerate(model)``. Three methods of :class:`GPT`
+need modules that build on this one: ``run_with_trace`` (:func:`workbench.trace.run_with_trace`), ``GPT.from_hf``
+and ``to_hf`` (:func:`workbench.hf.from_hf`, :func:`workbench.hf.to_hf`). The package's ``__init__``, which Python
+runs before any of its modules, binds them to the class, so that no import runs in a circle.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-
-if TYPE_CHECKING:  # imported lazily at run time: trace.py and hf.py build on this module, not the reverse
-    from transformers import GPT2LMHeadModel
-
-    from workbench.trace import Trace
 
 LAYER_NORM_EPS = 1e-5  # GPT-2's value; HF's GPT2Config.layer_norm_epsilon default
 
@@ -215,7 +212,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """A GPT-2 language model. ``model(idx)`` gives logits ``(B, T, vocab)``; with ``targets`` also the loss."""
+    """A GPT-2 language model. ``model(idx)`` gives logits ``(B, T, vocab)``; with ``targets`` also the loss.
+
+    ``run_with_trace``, ``from_hf`` and ``to_hf`` are bound to this class by ``workbench/__init__.py`` (see the
+    module docstring)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -332,37 +332,6 @@ class GPT(nn.Module):
                 )
             by_layer.setdefault(layer, []).append(head)
         return by_layer
-
-    def run_with_trace(
-        self,
-        idx: torch.Tensor,
-        *,
-        kv_cache: KVCache | None = None,
-        ablate: Iterable[tuple[int, int]] = (),
-    ) -> tuple[torch.Tensor, Trace]:
-        """Forward pass that also returns a :class:`~workbench.trace.Trace` of attention and the residual stream.
-
-        With a ``kv_cache`` only the new positions are traced: each layer's pattern holds the new query rows over
-        all keys so far, ``(B, H, T_new, T_total)``.
-        """
-        from workbench.trace import Trace
-
-        capture: dict = {}
-        logits = self(idx, kv_cache=kv_cache, capture=capture, ablate=ablate)
-        return logits, Trace.from_capture(capture)
-
-    @classmethod
-    def from_hf(cls, source: GPT2LMHeadModel | str) -> GPT:
-        """Build from a ``transformers`` GPT-2: a model object, a local directory or a hub id (see ``workbench.hf``)."""
-        from workbench.hf import from_hf
-
-        return from_hf(source)
-
-    def to_hf(self, eos_token_id: int | None = None) -> GPT2LMHeadModel:
-        """The same weights as a ``transformers.GPT2LMHeadModel`` (see ``workbench.hf``)."""
-        from workbench.hf import to_hf
-
-        return to_hf(self, eos_token_id=eos_token_id)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

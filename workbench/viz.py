@@ -4,10 +4,17 @@ Every function takes plain data (numpy arrays, lists of :class:`~workbench.gener
 ``plotly.graph_objects.Figure`` with an explicit height, for notebooks (the app draws its views in the browser, from
 the same step records). :func:`step_views` draws the app's five views of one step of a generation. Nothing here
 runs the model. Figures embed no external resources: the page that shows them serves plotly.js itself.
+:func:`head_view` and :func:`model_view` show bertviz's views in a notebook with their scripts inlined, offline.
 """
 
 from __future__ import annotations
 
+import functools
+import html
+import importlib.util
+import json
+import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -237,3 +244,108 @@ def step_views(
     topk = topk_bars(s.top, s.token_id, title=f"top candidates · {produced}")
     return heatmap, head_grid(pattern, layer=layer), lens, topk, sampling_pipeline(s.stages, s.token_id)
 
+
+# ------------------------------------------------------------------------------------------- bertviz, offline
+# bertviz (Apache-2.0) draws its views with d3 and jQuery, which it asks require.js to fetch from a CDN. Offline, and
+# in JupyterLab (which has no require.js), its view stays empty under a red "Javascript Error: require is not
+# defined". head_view and model_view show the same views with both libraries inlined into the cell's output, read
+# from pip packages that setup installs: d3 5.7.0 (BSD-3-Clause; the version bertviz asks for) as mpld3 ships it, and
+# jQuery 3.7.1 (MIT) from XStatic-jQuery. The page then asks no host for anything. Where the scripts cannot run (a
+# notebook opened untrusted runs none), the output shows one calm sentence instead of an empty view.
+
+BERTVIZ_NOTE = ("bertviz's interactive view appears when this cell runs in a trusted notebook; "
+                "the plotly view below shows the same attention.")
+BERTVIZ_MISSING = ("bertviz's interactive view needs {what} (pip install {what}); "
+                   "the plotly view below shows the same attention.")
+_BERTVIZ_SCRIPT = '<script type="text/javascript">'  # where bertviz's own script starts in the HTML it returns
+
+
+@functools.lru_cache(maxsize=1)
+def _d3_and_jquery() -> tuple[str, str]:
+    """The sources of d3 and jQuery, from the installed packages; ``ModuleNotFoundError`` names the missing one."""
+    spec = importlib.util.find_spec("mpld3")  # located, not imported: importing mpld3 imports matplotlib
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("mpld3", name="mpld3")
+    d3 = Path(spec.submodule_search_locations[0], "js", "d3.v5.min.js").read_text(encoding="utf-8")
+    try:
+        from xstatic.pkg import jquery
+    except ImportError:
+        raise ModuleNotFoundError("XStatic-jQuery", name="XStatic-jQuery") from None
+    return d3, Path(jquery.BASE_DIR, "jquery.min.js").read_text(encoding="utf-8")
+
+
+def _inline_script(source: str) -> str:
+    # Inside <script>, only "</script" can end the element early; "<\/" means the same in JS strings and regexes.
+    return re.sub(r"</(script)", r"<\\/\1", source, flags=re.IGNORECASE)
+
+
+def _module(source: str) -> str:
+    """A JS expression worth the library's exports: its UMD header sees a CommonJS ``module`` of our own and no
+    ``define``, so it neither sets page globals (``$``, ``d3``) nor registers with a loader the page may have."""
+    return ("(function () { var module = {exports: {}}, exports = module.exports, define;\n"
+            f"{source}\n;return module.exports; }}).call({{}})")
+
+
+def bertviz_html(view: str, attention, tokens: Sequence[str], **kwargs) -> str:
+    """The HTML of bertviz's ``view`` (``"head_view"`` or ``"model_view"``; same arguments as bertviz's), with d3 and
+    jQuery inlined and require.js replaced by a two-line stand-in, so that it renders offline and in JupyterLab.
+
+    bertviz composes the view (its markup and its script, with the attention as data); only how the script gets
+    its libraries changes. Until the script has run, the view is hidden behind :data:`BERTVIZ_NOTE`.
+    """
+    import bertviz
+
+    d3, jquery = _d3_and_jquery()
+    made = getattr(bertviz, view)(attention, list(tokens), html_action="return", **kwargs).data
+    markup, found, script = made.partition(_BERTVIZ_SCRIPT)
+    vis_id = re.search(r'id="(bertviz-[0-9a-f]+)"', markup)
+    if not found or vis_id is None or not script.rstrip().endswith("</script>"):
+        raise ValueError(f"bertviz {bertviz.__version__} composed its {view} in a way this function does not know")
+    vis_id = vis_id.group(1)
+    markup = re.sub(r"<script\b[^>]*\bsrc=[^>]*>\s*</script>", "", markup)  # require.js from the CDN
+    script = script.rstrip()[: -len("</script>")]
+    runner = f"""(function () {{
+  var box = document.getElementById({json.dumps(vis_id + "-box")});
+  var note = document.getElementById({json.dumps(vis_id + "-note")});
+  box.style.display = "";
+  try {{
+    var d3 = {_module(d3)};
+    var $ = {_module(jquery)};
+    // bertviz's script calls require.config (CDN paths: not wanted) and then requirejs(["jquery", "d3"], f).
+    var require = {{config: function () {{}}}};
+    var requirejs = function (names, f) {{ f($, d3); }};
+{script}
+    note.remove();
+  }} catch (err) {{
+    box.style.display = "none";
+    console.error("bertviz view:", err);
+  }}
+}})();"""
+    return (f'<p id="{vis_id}-note" style="font-style:italic">{html.escape(BERTVIZ_NOTE)}</p>\n'
+            f'<div id="{vis_id}-box" style="display:none">{markup}</div>\n'
+            f"<script>\n{_inline_script(runner)}\n</script>")
+
+
+def _show_bertviz(view: str, attention, tokens: Sequence[str], **kwargs) -> None:
+    from IPython.display import HTML, display
+
+    try:
+        page = bertviz_html(view, attention, tokens, **kwargs)
+    except ModuleNotFoundError as missing:
+        print(BERTVIZ_MISSING.format(what=missing.name))
+        return
+    display(HTML(page))
+
+
+def head_view(attention, tokens: Sequence[str], **kwargs) -> None:
+    """bertviz's head view, offline: the heads of one layer as lines from each token to the tokens it attends to.
+    ``attention`` is a list with one ``(batch=1, head, query, key)`` tensor per layer; keyword arguments are
+    bertviz's (``layer``, ``heads``, ...)."""
+    _show_bertviz("head_view", attention, tokens, **kwargs)
+
+
+def model_view(attention, tokens: Sequence[str], **kwargs) -> None:
+    """bertviz's model view, offline: every head of every layer as a thumbnail, each opening to its lines.
+    ``attention`` is a list with one ``(batch=1, head, query, key)`` tensor per layer; keyword arguments are
+    bertviz's (``include_layers``, ``display_mode``, ...)."""
+    _show_bertviz("model_view", attention, tokens, **kwargs)

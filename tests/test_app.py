@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from workbench import viz
 from workbench.__main__ import main
 from workbench.app import build_app, cpu_threads, parse_heads, serve, strings, ui
 from workbench.app.session import VIEW, InputError, Run, find_run, read_prompt, read_settings, step_data
+import workbench.serve as serve_module
 from workbench.generate import stream
 from workbench.serve import step_batches
 from workbench.tokenizers import CharTokenizer
@@ -57,53 +59,117 @@ def launch(model, tok, *, concurrency: int = 4, name: str = "tiny", workers: boo
     return demo, url
 
 
-def slow_numbers(n: int, made: list[int], fail_at: int | None = None):
-    """Stands in for a model: one number every 10 ms, each recorded in ``made`` as it is produced."""
-    for i in range(n):
-        time.sleep(0.01)
-        if i == fail_at:
-            raise ValueError(f"failed at {i}")
-        made.append(i)
-        yield i
+FAILSAFE = 60  # seconds a test waits for an event before failing; never reached when the code under test works
+
+
+class Released:
+    """Stands in for a model whose steps the test releases: step i (the number i) is made only once the test has
+    released i + 1 steps. ``queued[i]`` is set once step_batches has queued step i (its thread asks for the next
+    step only after queuing the last one); ``ended`` once the generator is finished or closed."""
+
+    def __init__(self, n: int, fail_at: int | None = None):
+        self.n, self.fail_at = n, fail_at
+        self.permits = threading.Semaphore(0)
+        self.made: list[int] = []
+        self.queued = [threading.Event() for _ in range(n)]
+        self.ended = threading.Event()
+        self.steps = self._steps()
+
+    def _steps(self):
+        try:
+            for i in range(self.n):
+                assert self.permits.acquire(timeout=FAILSAFE), f"step {i} was never released"
+                if i == self.fail_at:
+                    raise ValueError(f"failed at {i}")
+                self.made.append(i)
+                yield i
+                self.queued[i].set()
+        finally:
+            self.ended.set()
+
+    def release(self, k: int = 1, *, wait: bool = True) -> None:
+        """Let the next ``k`` steps be made; with ``wait``, return once step_batches has queued them (its thread
+        starts at the first ``next()``: release the first step without waiting)."""
+        first = len(self.made)
+        self.permits.release(k)
+        if wait:
+            for i in range(first, min(first + k, self.n)):
+                assert self.queued[i].wait(FAILSAFE), f"step {i} was not queued"
+
+
+def in_thread(batches) -> tuple[threading.Thread, list]:
+    """Consume ``batches`` on a thread of its own (a consumer that hangs then fails the test instead of hanging it)."""
+    got: list = []
+    thread = threading.Thread(target=lambda: got.extend(batches), daemon=True)
+    thread.start()
+    return thread, got
 
 
 def test_step_batches_keep_order_and_group_what_was_made_meanwhile():
-    made: list[int] = []
-    batches = list(step_batches(slow_numbers(30, made), lambda: False, frame_seconds=0.05))
-    assert [i for b in batches for i in b] == list(range(30))
-    assert max(len(b) for b in batches) > 1  # steps made 10 ms apart share 50 ms frames
+    steps = Released(7)
+    batches = step_batches(steps.steps, lambda: False, frame_seconds=0.0)  # every frame is due at once
+    steps.release(wait=False)
+    assert next(batches) == [0]
+    steps.release(3)  # made while the server sends the last frame
+    assert next(batches) == [1, 2, 3]
+    steps.release(2)
+    assert next(batches) == [4, 5]
+    steps.release()
+    assert list(batches) == [[6]]
 
 
-def test_step_batches_send_the_first_step_alone_even_when_more_are_waiting():
-    # Steps that exist at once (a fast model): the first still goes on its own, the first token at once.
-    batches = list(step_batches(iter(range(5)), lambda: False, frame_seconds=0.01))
-    assert batches[0] == [0] and [i for b in batches for i in b] == list(range(5))
+class InlineThread:
+    """A thread that runs its target to the end when started: every step exists before the first frame."""
+
+    def __init__(self, target, name=None, daemon=None):
+        self.target = target
+
+    def start(self) -> None:
+        self.target()
+
+
+def test_step_batches_send_the_first_step_alone_even_when_more_are_waiting(monkeypatch):
+    # A model faster than anything: all five steps and the end are queued before the first frame is taken.
+    monkeypatch.setattr(serve_module, "threading", SimpleNamespace(Thread=InlineThread, Event=threading.Event))
+    thread, batches = in_thread(step_batches(iter(range(5)), lambda: False, frame_seconds=3600.0))
+    thread.join(FAILSAFE)
+    # The first goes at once on its own; the rest are all waiting, and go together, at the end (not an hour later).
+    assert not thread.is_alive() and batches == [[0], [1, 2, 3, 4]]
 
 
 def test_step_batches_send_the_last_steps_without_waiting_for_the_frame():
-    start = time.perf_counter()
-    batches = list(step_batches(slow_numbers(3, []), lambda: False, frame_seconds=5.0))
-    # The first step goes at once; the other two, once the generator ends, not 5 s after the first frame.
-    assert batches == [[0], [1, 2]]
-    assert time.perf_counter() - start < 2.5
+    steps = Released(3)
+    batches = step_batches(steps.steps, lambda: False, frame_seconds=3600.0)  # the next frame is due in an hour
+    steps.release(wait=False)
+    assert next(batches) == [0]
+    thread, rest = in_thread(batches)
+    steps.release()  # made while the frame is not due: held for it
+    steps.release()  # the last: the generation ends, and what is held goes out now
+    thread.join(FAILSAFE)
+    assert not thread.is_alive(), "the last steps waited for the frame"
+    assert rest == [[1, 2]]
 
 
 def test_step_batches_stop_when_asked_or_closed_and_raise_the_threads_error():
-    made: list[int] = []
-    got = [i for b in step_batches(slow_numbers(100, made), lambda: len(made) >= 5, frame_seconds=0.01) for i in b]
-    assert got == [0, 1, 2, 3, 4]
+    steps = Released(100)
+    steps.release(100, wait=False)
+    got = [i for b in step_batches(steps.steps, lambda: len(steps.made) >= 5, frame_seconds=0.0) for i in b]
+    assert got == [0, 1, 2, 3, 4] and steps.made == [0, 1, 2, 3, 4]  # asked after every step; none made after
 
-    made.clear()
-    batches = step_batches(slow_numbers(100, made), lambda: False, frame_seconds=0.01)
-    next(batches)
+    steps = Released(100)
+    batches = step_batches(steps.steps, lambda: False, frame_seconds=0.0)
+    steps.release(wait=False)
+    assert next(batches) == [0]
+    steps.release(2)  # steps 1 and 2 queued; the thread waits to make step 3
     batches.close()  # what gradio does when the client cancels or goes away
-    time.sleep(0.5)
-    stopped_at = len(made)
-    time.sleep(0.3)
-    assert stopped_at == len(made) < 50  # the thread ended after its current step, long before the 100th
+    steps.release(97, wait=False)  # the model could go on to the end
+    assert steps.ended.wait(FAILSAFE), "the generator was not closed"
+    assert steps.made == [0, 1, 2, 3]  # the thread stopped after its current step
 
+    steps = Released(10, fail_at=3)
+    steps.release(10, wait=False)
     with pytest.raises(ValueError, match="failed at 3"):
-        list(step_batches(slow_numbers(10, [], fail_at=3), lambda: False, frame_seconds=0.01))
+        list(step_batches(steps.steps, lambda: False, frame_seconds=0.0))
 
 
 def test_step_batches_close_the_generator_they_stop():
@@ -112,14 +178,60 @@ def test_step_batches_close_the_generator_they_stop():
 
     def numbers():
         try:
-            yield from slow_numbers(100, [])
+            yield from range(100)
         finally:
             cleaned.append(True)
 
     steps = numbers()
-    batches = list(step_batches(steps, lambda: True, frame_seconds=0.01))
+    batches = list(step_batches(steps, lambda: True, frame_seconds=0.0))
     assert sum(map(len, batches)) == 1 and cleaned == [True]
     del steps  # the caller still held it: the cleanup above did not wait for garbage collection
+
+
+class Lockstep:
+    """Makes the app's generation (in the server's process: workers=False) hand each step to the server before it
+    makes the next, by standing in for ``ui.stream`` and wrapping ``ui.step_batches``. Each step then goes out in a
+    frame of its own however fast or slow the machine is, and a run the server closes can make one step more at
+    most. ``runs`` holds each generation's record: the steps made, how many were handed over, whether it was closed
+    (``closed``, an Event) and how many steps were made after that."""
+
+    def __init__(self, monkeypatch):
+        self.runs: list[SimpleNamespace] = []
+        monkeypatch.setattr(ui, "stream", self.stream)
+        monkeypatch.setattr(ui, "step_batches", self.step_batches)
+
+    def stream(self, *args, **kwargs):
+        run = SimpleNamespace(made=[], handed=0, is_closed=False, after_close=0, lock=threading.Condition(),
+                              closed=threading.Event())
+        self.runs.append(run)
+        return self._steps(run, stream(*args, **kwargs))
+
+    @staticmethod
+    def _steps(run, steps):
+        for step in steps:
+            with run.lock:
+                run.after_close += run.is_closed
+            run.made.append(step.index)
+            yield step
+            with run.lock:  # the next step only once this one is handed over, or the run closed
+                handed = run.lock.wait_for(lambda: run.is_closed or run.handed >= len(run.made), timeout=FAILSAFE)
+            assert handed, f"step {len(run.made) - 1} was never handed over"
+
+    def step_batches(self, steps, should_stop, frame_seconds):
+        run = self.runs[-1]  # the app makes its stream just before its step_batches
+        batches = step_batches(steps, should_stop, frame_seconds)
+        try:
+            for batch in batches:
+                yield batch
+                with run.lock:  # the server took the batch and asks for the next
+                    run.handed += len(batch)
+                    run.lock.notify_all()
+        finally:
+            batches.close()
+            with run.lock:
+                run.is_closed = True
+                run.lock.notify_all()
+            run.closed.set()
 
 
 def test_cpu_threads_one_for_a_small_model_unless_asked(tiny, monkeypatch):
@@ -148,26 +260,22 @@ def call(client: Client, prompt: str, n: int, seed: int | None) -> str:
 
 def test_generate_streams_and_matches_workbench_generate(tiny, monkeypatch):
     model, tok = tiny
-
-    def slow_stream(*args, **kwargs):  # a tiny model is too fast to stream: make each step take 10 ms
-        for step in stream(*args, **kwargs):
-            time.sleep(0.01)
-            yield step
-
-    monkeypatch.setattr(ui, "stream", slow_stream)
+    Lockstep(monkeypatch)  # a tiny model is too fast to stream: one step per frame, whatever the machine's speed
     demo, url = launch(*tiny, workers=False)  # generating in the server's process, where the stand-in runs
+    n = 16
     try:
-        job = Client(url, verbose=False, ssl_verify=False).submit("ROMEO:", 40, SETTINGS["temperature"], SETTINGS["top_k"],
-                                                SETTINGS["top_p"], 7, api_name="/generate")
+        job = Client(url, verbose=False, ssl_verify=False).submit("ROMEO:", n, SETTINGS["temperature"],
+                                                                  SETTINGS["top_k"], SETTINGS["top_p"], 7,
+                                                                  api_name="/generate")
         texts = [out[0] for out in job]
         final = job.outputs()[-1][0]
     finally:
         demo.close()
-    assert final == reference(model, tok, "ROMEO:", 40, seed=7)
+    assert final == reference(model, tok, "ROMEO:", n, seed=7)
     assert texts[0] == reference(model, tok, "ROMEO:", 1, seed=7)  # the first token is sent on its own, at once
     partial = [t for t in texts if t != final]
-    assert all(final.startswith(t) for t in partial)
-    assert len(set(map(len, partial))) >= 4  # it streams: text grows over several updates, not one at the end
+    # It streams: every token reached the client in an update of its own, in order (one character per token here).
+    assert partial == [final[:k] for k in range(1, n)]
 
 
 def test_generate_api_is_documented_with_its_inputs_in_order(server):
@@ -278,28 +386,26 @@ def test_empty_or_too_long_prompt_is_noted_and_still_generates(server, tiny, pro
 
 
 def test_stop_cancels_the_generation_on_the_server(tiny, monkeypatch):
-    made: list[int] = []
-
-    def counting_stream(*args, **kwargs):
-        for step in stream(*args, **kwargs):
-            made.append(step.index)
-            yield step
-
-    monkeypatch.setattr(ui, "stream", counting_stream)
+    lockstep = Lockstep(monkeypatch)  # one step per frame: the run cannot race to its end before the cancel lands
     # One generation at a time: the next request runs only once the first has stopped. In the server's process,
-    # where the counting stand-in runs; tests/test_workers.py stops a worker process the same way (closing the
-    # iterator, which step_batches does when Stop is pressed).
+    # where the stand-in runs; tests/test_workers.py stops a worker process the same way (closing the iterator,
+    # which step_batches does when Stop is pressed).
     demo, url = launch(*tiny, concurrency=1, workers=False)
     try:
         client = Client(url, verbose=False, ssl_verify=False)
         job = client.submit("ROMEO:", CAP, 0.8, 10, 0.9, 0, api_name="/generate")
-        while len(job.outputs()) < 3:
-            time.sleep(0.01)
+        for _ in range(3):
+            next(job)  # three updates arrived: it is generating
         job.cancel()
-        assert call(Client(url, verbose=False, ssl_verify=False), "ROMEO:", 5, seed=0) == reference(*tiny, "ROMEO:", 5, seed=0)
-        assert len(made) - 5 < CAP // 2, f"the cancelled generation went on for {len(made) - 5} tokens"
+        cancelled = lockstep.runs[0]
+        assert cancelled.closed.wait(FAILSAFE), "the server did not close the cancelled generation"
+        after = call(Client(url, verbose=False, ssl_verify=False), "ROMEO:", 5, seed=0)
     finally:
         demo.close()
+    assert after == reference(*tiny, "ROMEO:", 5, seed=0)
+    assert len(lockstep.runs) == 2 and len(lockstep.runs[1].made) == 5
+    assert len(cancelled.made) < CAP // 2, f"the cancelled generation went on for {len(cancelled.made)} tokens"
+    assert cancelled.after_close <= 1, f"{cancelled.after_close} steps were made after the server closed the run"
 
 
 def test_ablation_endpoint_regenerates_with_heads_off(server, tiny):

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from workbench import checks
+from workbench.checks.generation import _TOP_P_MISTAKES, _top_p_variant
 from workbench.model import MLP
 
 from verdicts import not_implemented, planted_mistake_test, verdict
@@ -55,29 +56,9 @@ def top_k_in_place(probs, k):
     return probs / probs.sum()
 
 
-def top_p_filter(probs, p, *, sort=True, descending=True, crossing=True, map_back=True, sorted_output=False,
-                 renormalise="sum"):
-    """Correct by default; each switch plants one mistake."""
-    if sort:
-        sorted_probs, order = probs.sort(descending=descending)
-    else:
-        sorted_probs, order = probs, torch.arange(probs.numel())
-    running = sorted_probs.cumsum(dim=0)
-    keep_sorted = (running - sorted_probs) < p if crossing else running < p
-    if sorted_output:
-        kept = sorted_probs * keep_sorted
-    else:
-        keep = torch.zeros_like(keep_sorted)
-        if map_back:
-            keep[order] = keep_sorted
-        else:
-            keep = keep_sorted
-        kept = probs * keep
-    if renormalise == "sum":
-        return kept / kept.sum()
-    if renormalise == "softmax":
-        return torch.softmax(kept, dim=-1)
-    return kept
+# Top-p, correct and with each planted mistake: the checks module's own variant and its table of mistakes, so that
+# the mistakes are defined once (checks/generation.py) and every one of them is tested here.
+top_p_filter = _top_p_variant
 
 
 class LayerCache:
@@ -305,13 +286,8 @@ PLANTED_08 = [
     (checks.check_top_k, functools.partial(top_k_filter, exact_k=True), "ties"),
     (checks.check_top_k, top_k_values_only, "whole (vocab,) vector"),
     (checks.check_top_k, top_k_in_place, "changed its input `probs` in place"),
-    (checks.check_top_p, functools.partial(top_p_filter, renormalise="none"), "not renormalised"),
-    (checks.check_top_p, functools.partial(top_p_filter, renormalise="softmax"), "softmax of probabilities"),
-    (checks.check_top_p, functools.partial(top_p_filter, crossing=False), "takes the total past p"),
-    (checks.check_top_p, functools.partial(top_p_filter, sort=False), "vocabulary order"),
-    (checks.check_top_p, functools.partial(top_p_filter, descending=False), "ascending"),
-    (checks.check_top_p, functools.partial(top_p_filter, map_back=False), "map them back"),
-    (checks.check_top_p, functools.partial(top_p_filter, sorted_output=True), "back at its token's index"),
+    *[(checks.check_top_p, functools.partial(_top_p_variant, **switches), hint)  # the whole hint, each mistake
+      for hint, switches in _TOP_P_MISTAKES.items()],
     (checks.check_layer_cache, OnlyNewCache, "only the new positions"),
     (checks.check_layer_cache, NewFirstCache, "in front of the old ones"),
     (checks.check_layer_cache, StaleCache, "before this call"),

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench import checks
-from workbench.checks.real_gpt2 import textbook_from_hf
+from workbench.checks.real_gpt2 import _ban_variant, textbook_from_hf
 from workbench.model import GPT, GPTConfig
 
 from verdicts import not_implemented, planted_mistake_test, verdict
@@ -88,23 +88,20 @@ def last_token_in_place(hidden, lengths):
     return hidden[torch.arange(hidden.shape[0]), lengths]
 
 
-def ban_tokens(logits, context, banned, *, use_context=True, whole=False, which="last", fill=-math.inf,
-               single=True, multi=True, negative_slice=False, probs=False):
-    """Lesson 12's solution by default; each switch plants one mistake."""
+# Lesson 12's banned-words filter, correct by default and with the mistakes its check plants (use_context, whole,
+# which, fill, single, multi): the checks module's own variant, so that they are defined once (checks/real_gpt2.py).
+ban_tokens = _ban_variant
+
+
+def ban_with_negative_slice(logits, context, banned):
+    """Compares the context's end with context[-len(seq[:-1]):]: context[-0:] is the whole context, so a one-token
+    entry is never banned (a mistake the check meets without planting it)."""
     out = logits.clone()
     for seq in banned:
-        seq = list(seq)
-        if (len(seq) == 1 and not single) or (len(seq) > 1 and not multi):
-            continue
-        need = seq if whole else seq[:-1]
-        if negative_slice:  # context[-0:] is the whole context, so one-token sequences are never banned
-            if list(context[-len(need):]) != need:
-                continue
-        elif use_context and need and list(context[len(context) - len(need):]) != need:
-            continue
-        targets = {"last": seq[-1:], "first": seq[:1], "all": seq}[which]
-        out[targets] = fill
-    return torch.softmax(out, dim=-1) if probs else out
+        need = list(seq[:-1])
+        if list(context[-len(need):]) == need:
+            out[seq[-1]] = -math.inf
+    return out
 
 
 def ban_in_place(logits, context, banned):
@@ -194,8 +191,8 @@ PLANTED = [
     (checks.check_ban_tokens, P(ban_tokens, fill=0.0), "set to 0"),
     (checks.check_ban_tokens, P(ban_tokens, multi=False), "only single-token entries"),
     (checks.check_ban_tokens, P(ban_tokens, single=False), "single-token entries were not banned"),
-    (checks.check_ban_tokens, P(ban_tokens, negative_slice=True), "context[-0:]"),
-    (checks.check_ban_tokens, P(ban_tokens, probs=True), "probabilities, not logits"),
+    (checks.check_ban_tokens, ban_with_negative_slice, "context[-0:]"),
+    (checks.check_ban_tokens, lambda *a: torch.softmax(ban_tokens(*a), dim=-1), "probabilities, not logits"),
     (checks.check_ban_tokens, ban_in_place, "changed its input `logits` in place"),
     (checks.check_ban_tokens, lambda logits, context, banned: logits.tolist(), "torch.Tensor"),
     (checks.check_token_probs, P(token_probs, align="same"), "for the next token"),

@@ -3,6 +3,7 @@ mistake gets its own hint."""
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.checks import check_adamw_step, check_cross_entropy, check_lr_at
+from workbench.checks.training import _ADAMW_MISTAKES, _SCHEDULE_MISTAKES, _adamw_variant, _schedule_variant
 
 from verdicts import not_implemented, planted_mistake_test, verdict
 
@@ -27,44 +29,10 @@ def cross_entropy(logits, targets):
     return -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean()
 
 
-def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, *, l2=False, correct_m=True, correct_v=True,
-               eps_inside=False, decay_with_lr=True, decay_after=False, step_offset=0, return_hats=False,
-               swap_betas=False, sign=1.0, no_decay=False):
-    """Correct by default; each switch plants one mistake."""
-    beta1, beta2 = betas
-    if l2:
-        grad = grad + weight_decay * param
-    keep1, keep2 = (1 - beta1, 1 - beta2) if swap_betas else (beta1, beta2)
-    m = keep1 * m + (1 - keep1) * grad
-    v = keep2 * v + (1 - keep2) * grad * grad
-    t = step + step_offset
-    m_hat = m / (1 - beta1**t) if correct_m else m
-    v_hat = v / (1 - beta2**t) if correct_v else v
-    update = m_hat / (torch.sqrt(v_hat + eps) if eps_inside else torch.sqrt(v_hat) + eps)
-    shrink = 1.0 if l2 or no_decay else 1 - (lr * weight_decay if decay_with_lr else weight_decay)
-    if return_hats:
-        m, v = m_hat, v_hat
-    if decay_after:
-        return (param - sign * lr * update) * shrink, m, v
-    return param * shrink - sign * lr * update, m, v
-
-
-def lr_at(step, lr, min_lr, warmup_steps, max_steps, *, from_zero=False, clamp=True, floor=None, linear=False,
-          warmup=True, inclusive=False, progress_from_zero=False, no_half=False):
-    """Correct by default; each switch plants one mistake."""
-    if warmup and (step <= warmup_steps if inclusive else step < warmup_steps):
-        return lr * (step if from_zero else step + 1) / warmup_steps
-    start = warmup_steps if warmup and not progress_from_zero else 0
-    progress = (step - start) / max(1, max_steps - start)
-    progress = min(1.0, progress) if clamp else progress
-    low = min_lr if floor is None else floor
-    if linear:
-        shape = 1 - progress
-    elif no_half:
-        shape = math.cos(math.pi * progress)
-    else:
-        shape = 0.5 * (1 + math.cos(math.pi * progress))
-    return low + shape * (lr - low)
+# AdamW and the warmup + cosine schedule, correct and with each planted mistake: the checks module's own variants
+# and its tables of mistakes, so that the mistakes are defined once (checks/training.py) and every one is tested here.
+adamw_step = _adamw_variant
+lr_at = _schedule_variant
 
 
 # ---------------------------------------------------------------------------- planted mistakes
@@ -127,30 +95,14 @@ PLANTED = [
     (check_cross_entropy, lambda lg, t: cross_entropy(lg, t).item(), "not a Python float"),
     (check_cross_entropy, lambda lg, t: cross_entropy(lg.sub_(lg.amax(-1, keepdim=True)), t),
      "changed its input `logits` in place"),
-    (check_adamw_step, lambda *a: adamw_step(*a, correct_m=False, correct_v=False), "no bias correction"),
-    (check_adamw_step, lambda *a: adamw_step(*a, correct_m=False), "only v is bias-corrected"),
-    (check_adamw_step, lambda *a: adamw_step(*a, correct_v=False), "only m is bias-corrected"),
-    (check_adamw_step, lambda *a: adamw_step(*a, swap_betas=True), "the betas weight the wrong terms"),
-    (check_adamw_step, lambda *a: adamw_step(*a, sign=-1.0), "goes uphill"),
+    *[(check_adamw_step, functools.partial(_adamw_variant, **switches), hint)  # the whole hint, each mistake
+      for hint, switches in _ADAMW_MISTAKES.items()],
     (check_adamw_step, lambda *a: tuple(2 * t for t in adamw_step(*a)), "no known mistake matches"),
-    (check_adamw_step, lambda *a: adamw_step(*a, l2=True), "added to the gradient"),
-    (check_adamw_step, lambda *a: adamw_step(*a, no_decay=True), "the weight decay is missing"),
-    (check_adamw_step, lambda *a: adamw_step(*a, decay_with_lr=False), "not scaled by the learning rate"),
-    (check_adamw_step, lambda *a: adamw_step(*a, decay_after=True), "applied after the update"),
-    (check_adamw_step, lambda *a: adamw_step(*a, eps_inside=True), "inside the square root"),
-    (check_adamw_step, lambda *a: adamw_step(*a, step_offset=1), "step + 1"),
-    (check_adamw_step, lambda *a: adamw_step(*a, return_hats=True), "came back bias-corrected"),
     (check_adamw_step, adamw_as_the_article_writes_it, "inf or NaN"),
     (check_adamw_step, adamw_in_place, "changed its input `param` in place"),
     (check_adamw_step, lambda *a: adamw_step(*a)[0], "return the three new tensors"),
-    (check_lr_at, lambda *a: lr_at(*a, from_zero=True), "warmup starts at 0"),
-    (check_lr_at, lambda *a: lr_at(*a, clamp=False), "climbs again"),
-    (check_lr_at, lambda *a: lr_at(*a, floor=0.0), "decays to 0"),
-    (check_lr_at, lambda *a: lr_at(*a, linear=True), "linear"),
-    (check_lr_at, lambda *a: lr_at(*a, warmup=False), "no warmup"),
-    (check_lr_at, lambda *a: lr_at(*a, inclusive=True), "one step too long"),
-    (check_lr_at, lambda *a: lr_at(*a, progress_from_zero=True), "counted from step 0"),
-    (check_lr_at, lambda *a: lr_at(*a, no_half=True), "below min_lr"),
+    *[(check_lr_at, functools.partial(_schedule_variant, **switches), hint)  # the whole hint, each mistake
+      for hint, switches in _SCHEDULE_MISTAKES.items()],
     (check_lr_at, lambda *a: str(lr_at(*a)), "as a number"),
     (check_lr_at, doubled_lr, "no known mistake matches"),
 ]

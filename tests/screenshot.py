@@ -10,8 +10,8 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from chromium import ARGS, CHROMIUM
+
 
 
 def take_screenshot(page: Page, path: Path) -> Path:

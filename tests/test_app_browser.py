@@ -13,14 +13,12 @@ import re
 import socket
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from screenshot import take_screenshot
 from workbench import load_model
 from workbench.app import build_app, serve
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MODEL = "shakespeare"
 STATE = "document.querySelector('.wb').dataset.state"
 
@@ -35,14 +33,6 @@ def url():
     _, local_url, _ = serve(demo, port=port, prevent_thread_lock=True, quiet=True)
     yield local_url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str, locale: str = "en-US", scale: float = 1.0, query: str = "",

@@ -26,12 +26,10 @@ from urllib.parse import urlsplit
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from workbench import viz
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 LESSON = "04_multihead.ipynb"  # the head view; lesson 09's model view is the small notebook's
 RUN_TIMEOUT_MS = 300_000  # the whole lesson, on a busy machine
@@ -86,14 +84,6 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def open_notebook(browser, lab, name: str) -> Page:

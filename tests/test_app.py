@@ -23,11 +23,12 @@ from gradio_client import Client  # always with ssl_verify=False: the test serve
 # makes each request build two certificate stores (~70 ms of CPU), which slowed the load test by a third
 from gradio_client.exceptions import AppError
 
-from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save_checkpoint
+from workbench import GPT, GPTConfig, LogitLens, SamplingConfig, generate, load_model, save_checkpoint
 from workbench import viz
 from workbench.__main__ import main
 from workbench.app import build_app, cpu_threads, parse_heads, serve, strings, ui
-from workbench.app.session import VIEW, InputError, Run, find_run, read_prompt, read_settings, step_data
+from workbench.app.session import (LENS_TOP, VIEW, InputError, Run, find_run, read_prompt, read_settings,
+                                   step_data)
 import workbench.serve as serve_module
 from workbench.generate import stream
 from workbench.serve import step_batches
@@ -455,7 +456,8 @@ def test_page_data_holds_the_attention_rows_lens_and_candidates_of_each_step(tin
     s = run.steps[3]
     assert s["t"] == steps[3].token_str and s["top"][0][2] == steps[3].top[0].token_id
     assert [st[0] for st in s["stages"]] == ["raw", "temperature", "top-k", "top-p"]
-    assert len(s["lens"]) == 4 and s["lens"][-1][0][0] == steps[3].lens.after_mlp[-1][0].token_str
+    lens = steps[3].lens.candidates()  # [read][rank]: L0 attn, L0 mlp, L1 attn, L1 mlp
+    assert s["lens"] == [[[c.token_str, round(c.prob, 4)] for c in row[:LENS_TOP]] for row in lens]
     assert [n["key"] for n in run.notes] == ["note_slid"]  # the window slid once, noted once
 
     frame = run.frame(0, 0)
@@ -480,9 +482,15 @@ def test_viz_figures_hold_what_they_show(tiny):
     grid = viz.head_grid(pattern, layer=2, cols=2)
     assert len(grid.data) == 1 and [a.text for a in grid.layout.annotations] == ["L2H0", "L2H1", "L2H2", "L2H3"]
 
-    lens = viz.logit_lens([s.lens for s in steps], [s.token_str for s in steps])
+    joined = LogitLens.concat([s.lens for s in steps])
+    inputs = tok.token_strs(tok.encode("ROMEO:")[-1:] + [s.token_id for s in steps[:-1]])  # each step's input token
+    lens = viz.logit_lens(joined, inputs)
     assert list(lens.data[0].y) == ["L0 attn", "L0 mlp", "L1 attn", "L1 mlp"]
     assert np.asarray(lens.data[0].z).shape == (4, 6)
+    assert list(lens.data[0].x)[0] == f"{joined.positions[0]}:{viz.show_token(inputs[0])}"
+    assert lens.data[0].text[-1][2] == viz.show_token(steps[2].top[0].token_str)  # the last read: the model's guess
+    with pytest.raises(ValueError, match="one per position"):
+        viz.logit_lens(joined, inputs[:-1])
 
     s = steps[-1]
     pipeline = viz.sampling_pipeline(s.stages, s.token_id)

@@ -116,9 +116,10 @@ def test_every_view_changes_while_tokens_arrive(browser, url, locale):
     page.context.close()
 
 
-@pytest.mark.parametrize("scale", [1.0, 1.5], ids=["1280x720", "1920x1080-at-150%"])
-def test_one_screen_holds_prompt_buttons_text_tokens_attention_and_candidates(browser, url, scale):
-    page = open_page(browser, url, scale=scale)
+@pytest.mark.parametrize(("scale", "query"), [(1.0, ""), (1.5, ""), (1.0, "?present=1")],
+                         ids=["1280x720", "1920x1080-at-150%", "presenter-mode-1280x720"])
+def test_one_screen_holds_prompt_buttons_text_tokens_attention_and_candidates(browser, url, scale, query):
+    page = open_page(browser, url, scale=scale, query=query)
     generate(page, "ROMEO:", 60)
     assert wait_end(page) == "done"
     for selector in ("#prompt textarea", "#generate", "#stop", ".wb-text", ".wb-strip", ".wb-status",

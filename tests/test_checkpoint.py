@@ -67,8 +67,8 @@ def test_errors_name_the_problem(tmp_path):
         load_model(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_model(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(HFLoadError, match="only GPT-2"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(HFLoadError, match="'bert' model; supported are"):
         load_model(tmp_path)
 
 

@@ -9,14 +9,13 @@ import re
 from pathlib import Path
 
 import nbformat
-import pytest
 import torch
 import torch.nn as nn
 
 from workbench.checks import check_cross_attention, check_prompt_example
-from workbench.checks.encoder_decoder import _cross_attention_variant
+from workbench.checks.encoder_decoder import cross_attention_variant
 
-from verdicts import not_implemented, planted_mistake_test, verdict
+from verdicts import correct_implementation_test, planted_mistake_test, stub_of, stub_test, verdict
 
 ROOT = Path(__file__).resolve().parent.parent  # in tests/: the repository root
 LESSON = ROOT / "lessons" / "10_encoder_decoder.ipynb"
@@ -113,18 +112,8 @@ CORRECT = [
 ]
 
 
-@pytest.mark.parametrize("check, student", CORRECT, ids=[c.__name__ for c, _ in CORRECT])
-def test_check_passes_a_correct_implementation(capsys, check, student):
-    ok, out = verdict(capsys, check, student)
-    assert ok and out.startswith("✓"), out
-
-
-@pytest.mark.parametrize("check", dict(CORRECT), ids=[c.__name__ for c, _ in CORRECT])
-def test_check_on_a_stub_says_not_implemented(capsys, check):
-    student = dict(CORRECT)[check]
-    stub = type("Stub", (student,), {"forward": not_implemented}) if isinstance(student, type) else not_implemented
-    ok, out = verdict(capsys, check, stub)
-    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+test_check_passes_a_correct_implementation = correct_implementation_test(CORRECT)
+test_check_on_a_stub_says_not_implemented = stub_test([(check, stub_of(student)) for check, student in CORRECT])
 
 
 PLANTED = [
@@ -175,7 +164,7 @@ def test_cross_attention_variant_without_mistakes_is_torchs_multihead_attention(
     x, memory = torch.randn(2, 5, 24, generator=g), torch.randn(2, 7, 24, generator=g)
     with torch.no_grad():
         want = mha(x, memory, memory, need_weights=False)[0]
-        got = _cross_attention_variant(mha, x, memory)
+        got = cross_attention_variant(mha, x, memory)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import functools
 import math
 
-import pytest
 import torch
 import torch.nn as nn
 
 from workbench import checks
-from workbench.checks.generation import _TOP_P_MISTAKES, _top_p_variant
+from workbench.checks.sampling import TOP_P_MISTAKES, top_p_variant
 from workbench.model import MLP
 
-from verdicts import not_implemented, planted_mistake_test, verdict
+from verdicts import correct_implementation_test, not_implemented, planted_mistake_test, stub_test, verdict
 
 
 # ------------------------------------------------------- correct implementations, with switches for mistakes
@@ -57,8 +56,8 @@ def top_k_in_place(probs, k):
 
 
 # Top-p, correct and with each planted mistake: the checks module's own variant and its table of mistakes, so that
-# the mistakes are defined once (checks/generation.py) and every one of them is tested here.
-top_p_filter = _top_p_variant
+# the mistakes are defined once (checks/sampling.py) and every one of them is tested here.
+top_p_filter = top_p_variant
 
 
 class LayerCache:
@@ -225,6 +224,29 @@ class NoNewCachesGPT(CachedGPT):
     new_caches = None
 
 
+# Mistakes caught by the runner both cached checks share (checks/kv_cache.py), one per kind of hint it gives.
+class AttentionReturningItsCache(CachedAttention):
+    def forward(self, x, cache=None):
+        y = super().forward(x, cache)
+        return y if cache is None else (y, cache)
+
+
+class LastLogitsOnlyGPT(CachedGPT):
+    """Returns only the last position's logits when decoding with caches (all that sampling needs)."""
+
+    def forward(self, idx, caches=None):
+        logits = super().forward(idx, caches)
+        return logits if caches is None else logits[:, -1:]
+
+
+class CachesRequiredGPT(CachedGPT):
+    """Reads the cached length without checking that there are caches, so model(idx) raises."""
+
+    def forward(self, idx, caches=None):
+        _ = caches[0].length
+        return super().forward(idx, caches)
+
+
 # --------------------------------------------------------------------------------------------- the checks
 
 CORRECT_08 = [
@@ -248,10 +270,7 @@ STUBS_08 = [  # what the student notebook hands each check before any code is wr
 ]
 
 
-@pytest.mark.parametrize("check, student", CORRECT_08, ids=[c.__name__ for c, _ in CORRECT_08])
-def test_check_passes_a_correct_implementation(capsys, check, student):
-    ok, out = verdict(capsys, check, student)
-    assert ok and out.startswith("✓"), out
+test_check_passes_a_correct_implementation = correct_implementation_test(CORRECT_08)
 
 
 def test_cached_checks_state_the_bound(capsys):
@@ -260,10 +279,7 @@ def test_cached_checks_state_the_bound(capsys):
         assert ok and "within 1e-05 + 1e-05 x |reference|" in out, out
 
 
-@pytest.mark.parametrize("check, stub", STUBS_08, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(STUBS_08)])
-def test_check_on_a_stub_says_not_implemented(capsys, check, stub):
-    ok, out = verdict(capsys, check, stub)
-    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+test_check_on_a_stub_says_not_implemented = stub_test(STUBS_08)
 
 
 PLANTED_08 = [
@@ -286,8 +302,8 @@ PLANTED_08 = [
     (checks.check_top_k, functools.partial(top_k_filter, exact_k=True), "ties"),
     (checks.check_top_k, top_k_values_only, "whole (vocab,) vector"),
     (checks.check_top_k, top_k_in_place, "changed its input `probs` in place"),
-    *[(checks.check_top_p, functools.partial(_top_p_variant, **switches), hint)  # the whole hint, each mistake
-      for hint, switches in _TOP_P_MISTAKES.items()],
+    *[(checks.check_top_p, functools.partial(top_p_variant, **switches), hint)  # the whole hint, each mistake
+      for hint, switches in TOP_P_MISTAKES.items()],
     (checks.check_layer_cache, OnlyNewCache, "only the new positions"),
     (checks.check_layer_cache, NewFirstCache, "in front of the old ones"),
     (checks.check_layer_cache, StaleCache, "before this call"),
@@ -308,6 +324,9 @@ PLANTED_08 = [
     (checks.check_cached_gpt, lambda c: CachedGPT(c, pass_caches=False), "caches were not passed"),
     (checks.check_cached_gpt, lambda c: CachedGPT(c, shared_cache=True), "share one cache"),
     (checks.check_cached_gpt, NoNewCachesGPT, "new_caches()"),
+    (checks.check_cached_attention, AttentionReturningItsCache, "forward returned tuple"),
+    (checks.check_cached_gpt, LastLogitsOnlyGPT, "return logits for every new position"),
+    (checks.check_cached_gpt, CachesRequiredGPT, "forward(idx) with no cache raised TypeError"),
 ]
 
 

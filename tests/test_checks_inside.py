@@ -9,23 +9,22 @@ import re
 from pathlib import Path
 
 import nbformat
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench.checks.core import _randomize
+from workbench.checks.core import randomize
 from workbench.checks.inside import (
-    _induction_reference,
-    _previous_token_reference,
     check_head_ablation_effects,
     check_induction_score,
     check_key_attention_score,
     check_previous_token_score,
+    induction_reference,
+    previous_token_reference,
 )
 from workbench.model import GPT, GPTConfig
 
-from verdicts import not_implemented, planted_mistake_test, verdict
+from verdicts import correct_implementation_test, not_implemented, planted_mistake_test, stub_test
 
 LESSON = Path(__file__).resolve().parent.parent / "lessons" / "09_looking_inside.ipynb"
 
@@ -198,16 +197,8 @@ CHECKS = [check_previous_token_score, check_key_attention_score, check_induction
              check_head_ablation_effects]
 
 
-@pytest.mark.parametrize("check, student", CORRECT, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(CORRECT)])
-def test_check_passes_a_correct_implementation(capsys, check, student):
-    ok, out = verdict(capsys, check, student)
-    assert ok and out.startswith("✓"), out
-
-
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_check_on_a_stub_says_not_implemented(capsys, check):
-    ok, out = verdict(capsys, check, not_implemented)
-    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+test_check_passes_a_correct_implementation = correct_implementation_test(CORRECT)
+test_check_on_a_stub_says_not_implemented = stub_test([(check, not_implemented) for check in CHECKS])
 
 
 test_check_names_the_planted_mistake = planted_mistake_test(PLANTED)
@@ -225,10 +216,10 @@ def test_ideal_heads_score_one():
     induction = torch.zeros(1, 2, 1, T, T)
     keys = torch.where(queries >= period, queries - period + 1, 0)  # the first copy rests on key 0
     induction[..., queries, keys] = 1.0
-    assert _previous_token_reference(previous).item() == 1.0
-    assert _induction_reference(induction, period).item() == 1.0
-    assert _induction_reference(previous, period).item() == 0.0
-    assert _previous_token_reference(induction).item() < 0.5
+    assert previous_token_reference(previous).item() == 1.0
+    assert induction_reference(induction, period).item() == 1.0
+    assert induction_reference(previous, period).item() == 0.0
+    assert previous_token_reference(induction).item() < 0.5
 
 
 class NoMLP(nn.Module):  # as in the lesson
@@ -248,7 +239,7 @@ def test_attention_only_gpt_built_as_in_the_lesson():
     """Swapping each block's MLP for zeros leaves a working attention-only workbench GPT: trace, ablation, training."""
     g = torch.Generator().manual_seed(0)
     config = GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=8)
-    model = _randomize(attention_only_gpt(config), g)
+    model = randomize(attention_only_gpt(config), g)
     assert not any("mlp" in name or "ln_2" in name for name, _ in model.named_parameters())
     idx = torch.randint(16, (2, 8), generator=g)
     with torch.no_grad():

@@ -6,16 +6,15 @@ from __future__ import annotations
 import functools
 import math
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench import checks
-from workbench.checks.real_gpt2 import _ban_variant, textbook_from_hf
+from workbench.checks.real_gpt2 import ban_variant, textbook_from_hf
 from workbench.model import GPT, GPTConfig
 
-from verdicts import not_implemented, planted_mistake_test, verdict
+from verdicts import correct_implementation_test, not_implemented, planted_mistake_test, stub_test
 
 
 # ------------------------------------------------------- correct implementations, with switches for mistakes
@@ -90,7 +89,7 @@ def last_token_in_place(hidden, lengths):
 
 # Lesson 12's banned-words filter, correct by default and with the mistakes its check plants (use_context, whole,
 # which, fill, single, multi): the checks module's own variant, so that they are defined once (checks/real_gpt2.py).
-ban_tokens = _ban_variant
+ban_tokens = ban_variant
 
 
 def ban_with_negative_slice(logits, context, banned):
@@ -143,18 +142,9 @@ CORRECT = [
 ]
 
 
-@pytest.mark.parametrize("check, student", CORRECT, ids=[f"{c.__name__}-{i}" for i, (c, _) in
-                                                             enumerate(CORRECT)])
-def test_check_passes_a_correct_implementation(capsys, check, student):
-    ok, out = verdict(capsys, check, student)
-    assert ok and out.startswith("✓"), out
-
-
-@pytest.mark.parametrize("check", sorted({c for c, _ in CORRECT}, key=lambda c: c.__name__),
-                         ids=lambda c: c.__name__)
-def test_check_on_a_stub_says_not_implemented(capsys, check):
-    ok, out = verdict(capsys, check, not_implemented)
-    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+test_check_passes_a_correct_implementation = correct_implementation_test(CORRECT)
+test_check_on_a_stub_says_not_implemented = stub_test(
+    [(check, not_implemented) for check in sorted({c for c, _ in CORRECT}, key=lambda c: c.__name__)])
 
 
 P = functools.partial

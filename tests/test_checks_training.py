@@ -8,14 +8,13 @@ import math
 from pathlib import Path
 
 import nbformat
-import pytest
 import torch
 import torch.nn.functional as F
 
 from workbench.checks import check_adamw_step, check_cross_entropy, check_lr_at
-from workbench.checks.training import _ADAMW_MISTAKES, _SCHEDULE_MISTAKES, _adamw_variant, _schedule_variant
+from workbench.checks.training import ADAMW_MISTAKES, SCHEDULE_MISTAKES, adamw_variant, schedule_variant
 
-from verdicts import not_implemented, planted_mistake_test, verdict
+from verdicts import correct_implementation_test, not_implemented, planted_mistake_test, stub_test, verdict
 
 ROOT = Path(__file__).resolve().parent.parent  # in tests/: the repository root
 LESSON = ROOT / "lessons" / "07_training.ipynb"
@@ -31,8 +30,8 @@ def cross_entropy(logits, targets):
 
 # AdamW and the warmup + cosine schedule, correct and with each planted mistake: the checks module's own variants
 # and its tables of mistakes, so that the mistakes are defined once (checks/training.py) and every one is tested here.
-adamw_step = _adamw_variant
-lr_at = _schedule_variant
+adamw_step = adamw_variant
+lr_at = schedule_variant
 
 
 # ---------------------------------------------------------------------------- planted mistakes
@@ -95,29 +94,22 @@ PLANTED = [
     (check_cross_entropy, lambda lg, t: cross_entropy(lg, t).item(), "not a Python float"),
     (check_cross_entropy, lambda lg, t: cross_entropy(lg.sub_(lg.amax(-1, keepdim=True)), t),
      "changed its input `logits` in place"),
-    *[(check_adamw_step, functools.partial(_adamw_variant, **switches), hint)  # the whole hint, each mistake
-      for hint, switches in _ADAMW_MISTAKES.items()],
+    *[(check_adamw_step, functools.partial(adamw_variant, **switches), hint)  # the whole hint, each mistake
+      for hint, switches in ADAMW_MISTAKES.items()],
     (check_adamw_step, lambda *a: tuple(2 * t for t in adamw_step(*a)), "no known mistake matches"),
     (check_adamw_step, adamw_as_the_article_writes_it, "inf or NaN"),
     (check_adamw_step, adamw_in_place, "changed its input `param` in place"),
     (check_adamw_step, lambda *a: adamw_step(*a)[0], "return the three new tensors"),
-    *[(check_lr_at, functools.partial(_schedule_variant, **switches), hint)  # the whole hint, each mistake
-      for hint, switches in _SCHEDULE_MISTAKES.items()],
+    *[(check_lr_at, functools.partial(schedule_variant, **switches), hint)  # the whole hint, each mistake
+      for hint, switches in SCHEDULE_MISTAKES.items()],
     (check_lr_at, lambda *a: str(lr_at(*a)), "as a number"),
     (check_lr_at, doubled_lr, "no known mistake matches"),
 ]
 
 
-@pytest.mark.parametrize("check, student", CORRECT, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(CORRECT)])
-def test_check_passes_a_correct_implementation(capsys, check, student):
-    ok, out = verdict(capsys, check, student)
-    assert ok and out.startswith("✓"), out
-
-
-@pytest.mark.parametrize("check", [check_cross_entropy, check_adamw_step, check_lr_at], ids=lambda c: c.__name__)
-def test_check_on_a_stub_says_not_implemented(capsys, check):
-    ok, out = verdict(capsys, check, not_implemented)
-    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+test_check_passes_a_correct_implementation = correct_implementation_test(CORRECT)
+test_check_on_a_stub_says_not_implemented = stub_test(
+    [(check, not_implemented) for check in (check_cross_entropy, check_adamw_step, check_lr_at)])
 
 
 test_check_names_the_planted_mistake = planted_mistake_test(PLANTED)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
@@ -17,38 +16,31 @@ from nbclient import NotebookClient
 
 from workbench import checks
 
+import test_checks_assistant as lesson_15
 import test_checks_encoder_decoder as lesson_10
 import test_checks_generation as lesson_08
 import test_checks_inside as lesson_09
+import test_checks_modern as lesson_14
 import test_checks_real_gpt2 as lessons_11_13
 import test_checks_training as lesson_07
 import test_lessons as lessons_01_06
-from verdicts import Check, has_chinese, not_implemented, planted_ids, verdict
+from verdicts import case_ids, has_chinese, planted_ids, stub_of, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
 PLANTED = [
     *lessons_01_06.PLANTED, *lesson_07.PLANTED, *lesson_08.PLANTED_08, *lesson_09.PLANTED, *lesson_10.PLANTED,
-    *lessons_11_13.PLANTED,
+    *lessons_11_13.PLANTED, *lesson_14.PLANTED, *lesson_15.PLANTED,
 ]
 CORRECT = [
     *lessons_01_06.CORRECT, *lesson_07.CORRECT, *lesson_08.CORRECT_08, *lesson_09.CORRECT, *lesson_10.CORRECT,
-    *lessons_11_13.CORRECT,
+    *lessons_11_13.CORRECT, *lesson_14.CORRECT, *lesson_15.CORRECT,
 ]
 
 
-def _stub(student: Any) -> Any:
-    """The student notebook's version of ``student``: a module with ``forward`` left to write, or a function."""
-    return type("Stub", (student,), {"forward": not_implemented}) if isinstance(student, type) else not_implemented
-
-
 # Lesson 08's stubs are its own (a cache's stub leaves append to write, not forward); the others are built alike.
-STUBS = [(check, _stub(student)) for check, student in dict(CORRECT).items() if check not in dict(lesson_08.STUBS_08)]
+STUBS = [(check, stub_of(student)) for check, student in dict(CORRECT).items() if check not in dict(lesson_08.STUBS_08)]
 STUBS += lesson_08.STUBS_08
-
-
-def _ids(cases: list[tuple[Check, Any]]) -> list[str]:
-    return [f"{check.__name__}-{i}" for i, (check, _) in enumerate(cases)]
 
 
 # --------------------------------------------------------------------------------- what counts as English prose
@@ -105,14 +97,14 @@ def test_every_planted_mistake_gets_a_chinese_hint(zh, capsys, check, wrong, hin
     assert_chinese(out)
 
 
-@pytest.mark.parametrize("check, student", CORRECT, ids=_ids(CORRECT))
+@pytest.mark.parametrize("check, student", CORRECT, ids=case_ids(CORRECT))
 def test_a_correct_implementation_gets_a_chinese_detail(zh, capsys, check, student):
     ok, out = verdict(capsys, check, student)
     assert ok and out.startswith("✓"), out
     assert_chinese(out)
 
 
-@pytest.mark.parametrize("check, stub", STUBS, ids=_ids(STUBS))
+@pytest.mark.parametrize("check, stub", STUBS, ids=case_ids(STUBS))
 def test_a_stub_is_not_implemented_in_chinese(zh, capsys, check, stub):
     ok, out = verdict(capsys, check, stub)
     assert not ok and out.startswith("○") and "尚未实现" in out, out
@@ -127,7 +119,7 @@ def test_the_success_detail_formats_each_language_with_the_same_values(zh, capsy
 # -------------------------------------------------------------------------------------------- in English
 
 
-@pytest.mark.parametrize("check, student", CORRECT + STUBS, ids=_ids(CORRECT + STUBS))
+@pytest.mark.parametrize("check, student", CORRECT + STUBS, ids=case_ids(CORRECT + STUBS))
 def test_english_prints_no_chinese(capsys, check, student):
     """English is the default; a line with Chinese in it would mean a message formatted the Chinese side into the
     English one (``verdict`` asserts the same on every planted mistake of the lesson test modules)."""

@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from workbench import GPT, GPTConfig, SamplingConfig, generate, stream
-from workbench.generate import sampling_pipeline, top_k
+from workbench.generate import N_LENS, sampling_pipeline, top_k
 from workbench.tokenizers import CharTokenizer
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n我 爱 吃 饭\n"
@@ -102,18 +102,33 @@ def test_stream_attention_rows_equal_full_trace(char_model):
     ids = tok.encode("ROMEO:\n") + [s.token_id for s in steps]
     with torch.no_grad():
         _, trace = model.run_with_trace(torch.tensor([ids]))
-        lens = trace.logit_lens(model)
     P = len(tok.encode("ROMEO:\n"))
     worst = 0.0
     for i, step in enumerate(steps):
         q = P - 1 + i  # the position whose query produced step i's token
         assert step.attention.shape == (2, 3, q + 1)
         worst = max(worst, (step.attention - trace.attention[:, 0, :, q, : q + 1]).abs().max().item())
-        # the lens row: top token per layer equals the full lens's argmax at that position
-        assert [r[0].token_id for r in step.lens.after_mlp] == lens.after_mlp[:, 0, q].argmax(-1).tolist()
-        assert [r[0].token_id for r in step.lens.after_attn] == lens.after_attn[:, 0, q].argmax(-1).tolist()
         assert step.seconds > 0
     assert worst <= 1e-5
+
+
+def test_each_steps_lens_is_the_trace_lens_at_its_position(char_model):
+    """One lens: a step's lens is what Trace.logit_lens reads at the position that produced the step's token."""
+    model, tok = char_model
+    prompt = tok.encode("ROMEO:\n")
+    steps = list(stream(model, tok, prompt, SamplingConfig(max_new_tokens=12, temperature=1.0, seed=0)))
+    with torch.no_grad():
+        _, trace = model.run_with_trace(torch.tensor([prompt + [s.token_id for s in steps]]))
+    for i, step in enumerate(steps):
+        q = len(prompt) - 1 + i
+        expected = trace.logit_lens(model, positions=q, k=N_LENS, tok=tok)
+        assert step.lens.positions == expected.positions == [q]
+        assert step.lens.probs.shape == (2 * model.config.n_layer, 1, 1, N_LENS)
+        assert torch.equal(step.lens.ids, expected.ids)
+        torch.testing.assert_close(step.lens.probs, expected.probs, atol=1e-6, rtol=0)
+        assert step.lens.token_strs == expected.token_strs
+    # The lens's last read is the model's own output: its top tokens are the step's top candidates.
+    assert [c.token_id for c in steps[0].lens.candidates()[-1]] == [c.token_id for c in steps[0].top[:N_LENS]]
 
 
 @pytest.mark.parametrize("shape", [(24, 50257), (50257,), (3, 5000), (2, 64 * 40 + 63), (4, 30)])
@@ -145,13 +160,11 @@ def test_lens_row_of_a_large_vocabulary_equals_full_trace():
     steps = list(stream(model, None, prompt, SamplingConfig(max_new_tokens=3, temperature=1.0, seed=0)))
     with torch.no_grad():
         _, trace = model.run_with_trace(torch.tensor([prompt + [s.token_id for s in steps]]))
-        probs_attn, ids_attn, probs_mlp, ids_mlp = trace.logit_lens(model).top_k(5)
+        full = trace.logit_lens(model)  # every token of every read, sorted: torch.sort, not top_k
     for i, step in enumerate(steps):
         q = len(prompt) - 1 + i
-        assert [[c.token_id for c in row] for row in step.lens.after_mlp] == ids_mlp[:, 0, q].tolist()
-        assert [[c.token_id for c in row] for row in step.lens.after_attn] == ids_attn[:, 0, q].tolist()
-        got = torch.tensor([[c.prob for c in row] for row in step.lens.after_mlp])
-        assert torch.allclose(got, probs_mlp[:, 0, q], atol=1e-6)
+        assert torch.equal(step.lens.ids[:, 0, 0], full.ids[:, 0, q, :N_LENS])
+        torch.testing.assert_close(step.lens.probs[:, 0, 0], full.probs[:, 0, q, :N_LENS], atol=1e-6, rtol=0)
 
 
 def test_generate_full_attention_equals_full_trace(char_model):

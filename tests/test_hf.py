@@ -115,7 +115,7 @@ def test_missing_path_is_one_clear_error(tmp_path):
 def test_other_architecture_is_refused(tmp_path):
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(HFLoadError, match="'bert' model; only GPT-2"):
+    with pytest.raises(HFLoadError, match="'bert' model; supported are GPT-2, Llama"):
         from_hf(tmp_path / "bert")
 
 

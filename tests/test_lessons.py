@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from workbench import checks
 from workbench.model import MLP, Attention, Block
 
-from verdicts import assert_names_mistake, not_implemented, planted_ids, verdict
+from verdicts import correct_implementation_test, planted_mistake_test, stub_of, stub_test, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
@@ -201,19 +201,8 @@ CORRECT = [
 ]
 
 
-@pytest.mark.parametrize("check, student", CORRECT, ids=[c.__name__ for c, _ in CORRECT])
-def test_check_passes_a_correct_implementation(capsys, check, student):
-    ok, out = verdict(capsys, check, student)
-    assert ok and out.startswith("✓"), out
-
-
-@pytest.mark.parametrize("check", dict(CORRECT), ids=[c.__name__ for c, _ in CORRECT])
-def test_check_on_a_stub_says_not_implemented(capsys, check):
-    # A module's stub is the student notebook's: __init__ given, forward left to write.
-    student = dict(CORRECT)[check]
-    stub = type("Stub", (student,), {"forward": not_implemented}) if isinstance(student, type) else not_implemented
-    ok, out = verdict(capsys, check, stub)
-    assert not ok and "not implemented yet" in out and out.startswith("○"), out
+test_check_passes_a_correct_implementation = correct_implementation_test(CORRECT)
+test_check_on_a_stub_says_not_implemented = stub_test([(check, stub_of(student)) for check, student in CORRECT])
 
 
 def test_multihead_attention_matches_workbench_bit_exactly(capsys):
@@ -387,9 +376,7 @@ PLANTED = [
 ]
 
 
-@pytest.mark.parametrize("check, wrong, hint", PLANTED, ids=planted_ids(PLANTED))
-def test_check_names_the_planted_mistake(capsys, check, wrong, hint):
-    assert_names_mistake(capsys, check, wrong, hint)
+test_check_names_the_planted_mistake = planted_mistake_test(PLANTED)
 
 
 # ------------------------------------------------------------------------- part 2: the notebooks
@@ -544,7 +531,8 @@ def code(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["07_training.ipynb", "09_looking_inside.ipynb", "10_encoder_decoder.ipynb",
-                                  "12_using_a_gpt.ipynb"])
+                                  "12_using_a_gpt.ipynb", "14_since_gpt2.ipynb",
+                                  "15_assistant.ipynb"])
 def test_lessons_that_train_use_one_thread(name):
     # Two torch threads on a busy 2-core machine make a small model's training step several times slower.
     assert "torch.set_num_threads(1)" in code(name)

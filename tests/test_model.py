@@ -1,4 +1,5 @@
-"""The model: config checks, GPT-2 structure, the two attention paths, KV cache, capture, ablation, loss."""
+"""The model: config checks, GPT-2 structure, the two attention paths, KV cache, capture, ablation, loss, and the
+switches of today's decoders (RoPE, RMSNorm, SwiGLU, kv heads, q/k norm)."""
 
 import math
 
@@ -7,12 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from workbench import GPT, GPTConfig
-from workbench.model import resolve_device
+from workbench.model import RMSNorm, apply_rope, repeat_kv, resolve_device, rope_tables
 
 SHAPES = [
     GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32),
     GPTConfig(vocab_size=61, block_size=40, n_layer=3, n_head=5, n_embd=80),  # 5 heads of 16
     GPTConfig(vocab_size=50, block_size=24, n_layer=1, n_head=3, n_embd=24, bias=False),
+]
+MODERN = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False, norm_eps=1e-6)
+# Llama-style: 6 query heads share 2 kv heads, untied; Qwen3-style: q/k norm, heads wider than n_embd / n_head,
+# q/k/v biases (Qwen2's), one kv head.
+MODERN_SHAPES = [
+    GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=6, n_embd=48, n_kv_head=2, tie_embeddings=False,
+              **MODERN),
+    GPTConfig(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32, n_kv_head=1, head_dim=16, qk_norm=True,
+              qkv_bias=True, mlp_hidden=40, **MODERN),
 ]
 
 
@@ -32,6 +42,29 @@ def test_config_rejects_indivisible_heads():
         GPTConfig(n_embd=30, n_head=4)
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(position="alibi"), "position must be one of"),
+    (dict(norm="batchnorm"), "norm must be one of"),
+    (dict(mlp="relu"), "mlp must be one of"),
+    (dict(n_kv_head=5), r"n_head \(12\) must be divisible by n_kv_head \(5\)"),
+    (dict(n_kv_head=0), "n_kv_head must be a positive integer"),
+    (dict(position="rope", n_embd=36, n_head=12), "even head size"),
+    (dict(norm_eps=0.0), "norm_eps must be positive"),
+    (dict(rope_theta=-1.0), "rope_theta must be positive"),
+    (dict(mlp_hidden=2.5), "mlp_hidden must be a positive integer"),
+], ids=lambda v: str(v)[:30])
+def test_config_rejects_bad_switches(settings, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**settings)
+
+
+def test_config_resolves_its_optional_fields():
+    gpt2 = GPTConfig()
+    assert (gpt2.kv_heads, gpt2.head_size, gpt2.mlp_width, gpt2.qkv_has_bias) == (12, 64, 3072, True)
+    qwen = GPTConfig(n_kv_head=2, head_dim=128, mlp_hidden=3000, bias=False, qkv_bias=True)
+    assert (qwen.kv_heads, qwen.head_size, qwen.mlp_width, qwen.qkv_has_bias) == (2, 128, 3000, True)
+
+
 def test_gpt2_small_has_124m_parameters_and_hf_names():
     with torch.device("meta"):  # no memory: only shapes and names
         model = GPT(GPTConfig())
@@ -39,7 +72,7 @@ def test_gpt2_small_has_124m_parameters_and_hf_names():
     names = set(model.state_dict())
     assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.11.attn.c_attn.weight",
             "transformer.h.0.mlp.c_proj.bias", "transformer.ln_f.weight", "lm_head.weight"} <= names
-    assert not any("causal_mask" in n for n in names)  # derived buffer stays out of checkpoints
+    assert not any("causal_mask" in n for n in names)  # derived, so never stored
 
 
 def test_embeddings_are_tied_and_residual_init_is_scaled():
@@ -51,7 +84,7 @@ def test_embeddings_are_tied_and_residual_init_is_scaled():
     assert fc_std == pytest.approx(0.02, rel=0.05)
 
 
-@pytest.mark.parametrize("config", SHAPES)
+@pytest.mark.parametrize("config", SHAPES + MODERN_SHAPES)
 def test_sdpa_path_equals_explicit_path(config):
     model = make(config)
     idx = torch.randint(0, config.vocab_size, (3, config.block_size))
@@ -65,7 +98,7 @@ def test_sdpa_path_equals_explicit_path(config):
     assert trace.attention.shape == (config.n_layer, 3, config.n_head, config.block_size, config.block_size)
 
 
-@pytest.mark.parametrize("config", SHAPES)
+@pytest.mark.parametrize("config", SHAPES + MODERN_SHAPES)
 def test_kv_cache_decoding_equals_recomputation(config):
     model = make(config)
     idx = torch.randint(0, config.vocab_size, (2, config.block_size))
@@ -140,26 +173,6 @@ def test_trace_residual_stream_is_consistent():
     torch.testing.assert_close(trace.resid_pre[1:], trace.resid_post[:-1])
     torch.testing.assert_close(trace.ln_final, model.transformer.ln_f(trace.resid_post[-1]))
     torch.testing.assert_close(model.lm_head(trace.ln_final), logits)
-
-
-def test_logit_lens_last_layer_is_the_model_output():
-    config = SHAPES[1]
-    model = make(config)
-    idx = torch.randint(0, config.vocab_size, (2, 8))
-    with torch.no_grad():
-        logits, trace = model.run_with_trace(idx)
-        lens = trace.logit_lens(model)
-        last = trace.logit_lens(model, positions=-1)
-    assert lens.after_attn.shape == (config.n_layer, 2, 8, config.vocab_size)
-    torch.testing.assert_close(lens.after_mlp[-1], torch.softmax(logits, -1), atol=1e-6, rtol=0)
-    torch.testing.assert_close(last.after_attn[:, :, 0], lens.after_attn[:, :, 7])
-    assert last.positions == [7]
-    # The first layer's after-attention read is ln_f(resid_mid[0]) unembedded: check one cell by hand.
-    by_hand = torch.softmax(model.lm_head(model.transformer.ln_f(trace.resid_mid[0, 1, 3])), -1)
-    torch.testing.assert_close(lens.after_attn[0, 1, 3], by_hand)
-    probs, ids, _, _ = lens.top_k(3)
-    assert probs.shape == ids.shape == (config.n_layer, 2, 8, 3)
-    assert (probs[..., 0] >= probs[..., 1]).all()
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -248,3 +261,71 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+# ------------------------------------------------------------------------------- switches of today's decoders
+
+
+def test_modern_switches_build_the_named_modules():
+    model = make(MODERN_SHAPES[1])
+    block = model.transformer.h[0]
+    assert "transformer.wpe.weight" not in model.state_dict()  # RoPE: no position table
+    assert all(isinstance(m, RMSNorm) for m in (block.ln_1, block.ln_2, model.transformer.ln_f, block.attn.q_norm))
+    assert block.attn.c_attn.weight.shape == ((4 + 2 * 1) * 16, 32)  # 4 query heads, 1 key and 1 value head of 16
+    assert block.attn.c_attn.bias is not None and block.attn.c_proj.bias is None  # Qwen2's biases: q/k/v only
+    assert block.attn.c_proj.weight.shape == (32, 4 * 16)
+    assert block.mlp.c_gate.weight.shape == block.mlp.c_fc.weight.shape == (40, 32)
+    untied = make(MODERN_SHAPES[0])
+    assert untied.lm_head.weight.data_ptr() != untied.transformer.wte.weight.data_ptr()
+    assert untied.num_params(non_embedding=True) == untied.num_params() - 2 * 97 * 48
+
+
+def test_rmsnorm_divides_by_the_rms_in_float32():
+    norm = RMSNorm(8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(3, 5, 8) * 4
+    want = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * norm.weight
+    torch.testing.assert_close(norm(x), want)
+    half = norm.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), want, atol=0.05, rtol=0.02)
+
+
+def test_rope_rotates_pairs_by_angles_that_only_the_distance_matters_to():
+    hs = 8
+    cos, sin = rope_tables(hs, torch.arange(6), theta=10000.0)
+    assert cos.shape == sin.shape == (6, hs)
+    torch.testing.assert_close(cos[:, 0], torch.cos(torch.arange(6.0)))  # pair 0 turns by 1 radian a position
+    torch.testing.assert_close(cos[:, : hs // 2], cos[:, hs // 2 :])  # dims i and i + hs/2 share an angle
+    q, k = torch.randn(1, 1, 1, hs), torch.randn(1, 1, 1, hs)
+
+    def score(m: int, n: int) -> torch.Tensor:
+        (cm, sm), (cn, sn) = rope_tables(hs, torch.tensor([m]), 10000.0), rope_tables(hs, torch.tensor([n]), 10000.0)
+        return (apply_rope(q, cm, sm) * apply_rope(k, cn, sn)).sum()
+
+    torch.testing.assert_close(score(3, 1), score(12, 10))  # same distance, same score
+    assert not torch.allclose(score(3, 1), score(3, 2))
+    x = torch.randn(2, 3, 6, hs)
+    torch.testing.assert_close(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))  # a rotation keeps lengths
+
+
+def test_rope_takes_per_sequence_positions():
+    hs = 16
+    positions = torch.tensor([[0, 1, 2, 3], [5, 6, 7, 8]])  # (B, T): the second sequence is further along
+    cos, sin = rope_tables(hs, positions, 500000.0)
+    assert cos.shape == (2, 4, hs)
+    x = torch.randn(2, 3, 4, hs)
+    both = apply_rope(x, cos, sin)
+    for b in range(2):
+        cos_b, sin_b = rope_tables(hs, positions[b], 500000.0)
+        torch.testing.assert_close(both[b : b + 1], apply_rope(x[b : b + 1], cos_b, sin_b))
+
+
+def test_repeat_kv_gives_query_head_h_the_kv_head_h_over_n_rep():
+    kv = torch.randn(2, 3, 5, 4)  # 3 kv heads
+    out = repeat_kv(kv, 4)
+    assert out.shape == (2, 12, 5, 4)
+    for h in range(12):
+        assert torch.equal(out[:, h], kv[:, h // 4])
+    assert repeat_kv(kv, 1) is kv

@@ -1,13 +1,15 @@
 """Generation in worker processes: the same steps as in-process, early close frees the worker, errors stay local."""
 
 import dataclasses
+import pickle
 
 import pytest
 import torch
 
-from workbench import GPT, GPTConfig, SamplingConfig, stream
+from workbench import GPT, GPTConfig, SamplingConfig, Step, stream
 from workbench.app.session import step_data
 from workbench.fast import accelerate
+from workbench.records import LogitLens
 from workbench.tokenizers import CharTokenizer
 from workbench.workers import GenerationPool
 
@@ -40,6 +42,36 @@ def test_worker_steps_equal_in_process_steps(pool_and_model):
         # Every other field, the candidates' strings included (the server makes them again from the ids).
         bare = dict(attention=None, prompt_attention=None, seconds=0.0)
         assert dataclasses.replace(a, **bare) == dataclasses.replace(b, **bare)
+
+
+def assert_same_step(got: Step, expected: Step) -> None:
+    for f in dataclasses.fields(Step):
+        a, b = getattr(got, f.name), getattr(expected, f.name)
+        if isinstance(b, torch.Tensor):
+            assert isinstance(a, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f.name
+        else:
+            assert type(a) is type(b) and a == b, f.name
+    if expected.lens is not None:  # LogitLens's equality compares tensors by value: check their types too
+        assert got.lens.ids.dtype == expected.lens.ids.dtype and got.lens.probs.dtype == expected.lens.probs.dtype
+
+
+@pytest.mark.parametrize("capture", [True, False])
+@pytest.mark.parametrize("with_tokenizer", [True, False])
+def test_a_step_round_trips_through_its_wire_form(capture, with_tokenizer):
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    tok = tok if with_tokenizer else None
+    cfg = SamplingConfig(max_new_tokens=20, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2, seed=2)
+    steps = list(stream(model, tok, [3, 1, 4, 1, 5], cfg, capture=capture))
+    assert any(s.notes for s in steps[1:]), "the window should slide, so that a step carries notes"
+    if capture:
+        assert steps[0].prompt_attention is not None and isinstance(steps[0].lens, LogitLens)
+    assert [s.name for s in steps[0].stages] == ["raw", "penalties", "temperature", "top-k", "top-p"]
+    for step in steps:
+        # Through pickle, as a worker sends it.
+        wire = pickle.loads(pickle.dumps(step.to_wire(), protocol=pickle.HIGHEST_PROTOCOL))
+        assert_same_step(Step.from_wire(wire, tok), step)
 
 
 def test_a_view_runs_in_the_worker_and_only_its_result_comes_back(pool_and_model):

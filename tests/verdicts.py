@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, Callable
 
 import pytest
@@ -35,12 +36,51 @@ def not_implemented(*args: Any, **kwargs: Any) -> Any:
     raise NotImplementedError
 
 
+def stub_of(student: Any) -> Any:
+    """The student notebook's version of ``student``: a module class with ``__init__`` given and ``forward`` left to
+    write, or a function left to write."""
+    return type("Stub", (student,), {"forward": not_implemented}) if isinstance(student, type) else not_implemented
+
+
 def assert_names_mistake(capsys: pytest.CaptureFixture[str], check: Check, wrong: Any, hint: str) -> None:
     """The check fails ``wrong`` with ✗ and the hint of its planted mistake, never a traceback."""
     ok, out = verdict(capsys, check, wrong)
     assert not ok and out.startswith("✗"), out
     assert hint in out, out
     assert "Traceback" not in out
+
+
+def correct_implementation_test(correct: list[tuple[Check, Any]]) -> Callable[..., None]:
+    """The test that every check passes its correct implementation in ``correct`` (``(check, student)`` pairs) with
+    ✓. Assign it to ``test_check_passes_a_correct_implementation`` in the lesson's test module."""
+
+    @pytest.mark.parametrize("check, student", correct, ids=case_ids(correct))
+    def test_check_passes_a_correct_implementation(capsys: pytest.CaptureFixture[str], check: Check,
+                                                   student: Any) -> None:
+        ok, out = verdict(capsys, check, student)
+        assert ok and out.startswith("✓"), out
+
+    return test_check_passes_a_correct_implementation
+
+
+def stub_test(stubs: list[tuple[Check, Any]]) -> Callable[..., None]:
+    """The test that every check says "not implemented yet" (○) for its stub in ``stubs`` (``(check, stub)`` pairs,
+    a stub being what the student notebook gives before any code is written). Assign it to
+    ``test_check_on_a_stub_says_not_implemented`` in the lesson's test module."""
+
+    @pytest.mark.parametrize("check, stub", stubs, ids=case_ids(stubs))
+    def test_check_on_a_stub_says_not_implemented(capsys: pytest.CaptureFixture[str], check: Check,
+                                                  stub: Any) -> None:
+        ok, out = verdict(capsys, check, stub)
+        assert not ok and "not implemented yet" in out and out.startswith("○"), out
+
+    return test_check_on_a_stub_says_not_implemented
+
+
+def case_ids(cases: list[tuple[Check, Any]]) -> list[str]:
+    """Readable test ids for a list of ``(check, code)``: the check's name, numbered where a check comes again."""
+    counts = Counter(check for check, _ in cases)
+    return [check.__name__ if counts[check] == 1 else f"{check.__name__}-{i}" for i, (check, _) in enumerate(cases)]
 
 
 def planted_mistake_test(planted: list[tuple[Check, Any, str]]) -> Callable[..., None]:

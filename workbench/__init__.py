@@ -5,9 +5,10 @@ The map of the package, module by module, is ``docs/ARCHITECTURE.md``.
 
 from workbench import hf, trace
 from workbench.checkpoint import load_model, save_checkpoint
-from workbench.generate import Generation, SamplingConfig, Step, generate, stream
+from workbench.generate import SamplingConfig, generate, stream
 from workbench.model import GPT, GPTConfig, KVCache
-from workbench.trace import LogitLens, Trace
+from workbench.records import Generation, LogitLens, Step
+from workbench.trace import Trace
 
 # GPT's methods that need the modules built on model.py. Python runs this file before any module of the package, so
 # every GPT has them, while model.py itself imports only torch and no import runs in a circle.

@@ -1,7 +1,7 @@
 """Command line: ``python -m workbench <command> --help``.
 
 Commands: ``app`` (serve the live app), ``generate`` (sample text from any model we can load), ``train`` (train a
-model, alone or under ``torchrun``), ``export`` (write a model as a Hugging Face GPT-2 directory).
+model, alone or under ``torchrun``), ``export`` (write a model as a Hugging Face directory).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
         "views. Prints the URL to open.",
     )
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="shipped model name, one of our checkpoint or run directories, an HF GPT-2 directory, or a "
+                   help="shipped model name, one of our checkpoint or run directories, an HF directory, or a "
                    "hub id like 'gpt2' (needs internet) (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when present (default: %(default)s)")
@@ -42,14 +42,15 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
                    help="most tokens one request may ask for "
                    f"(default: %(default)s; at most {MAX_NEW_TOKENS_LIMIT})")
     p.add_argument("--concurrency", type=int, default=APP_CONCURRENCY,
-                   help="generations run at the same time; more requests wait in the queue (default: %(default)s)")
+                   help="generations decoded at the same time, in batches; more requests wait in the queue "
+                   "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for a model under 20M parameters, whose matrices are too "
                    "small to share between cores, so the other core serves the page; else torch's default)")
     p.add_argument("--no-workers", dest="workers", action="store_false", default=None,
-                   help="generate on a thread of the server's process instead of in one worker process per "
-                   "concurrent generation (the default on the CPU: there the server's own Python work would "
-                   "otherwise slow the model down)")
+                   help="generate each request alone on a thread of the server's process, unbatched, instead of "
+                   "in batches (in worker processes on the CPU, one per core for a small model: there the "
+                   "server's own Python work would otherwise slow the model down; on a thread on a GPU)")
     p.set_defaults(func=_run_app)
 
 
@@ -82,7 +83,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=DEFAULT_MODEL,
         help=f"shipped model name ({', '.join(shipped_models()) or 'none yet'}), one of our checkpoint directories, "
-        "an HF GPT-2 directory, or a hub id like 'gpt2' (needs internet) (default: %(default)s)",
+        "an HF directory (GPT-2, Llama, Mistral, Qwen2, Qwen3), or a hub id like 'gpt2' (needs internet) "
+        "(default: %(default)s)",
     )
     p.add_argument("--prompt", default="", help="text to continue; empty starts from the start token")
     p.add_argument("--max-new-tokens", type=int, default=100, help="number of tokens to generate (default: %(default)s)")
@@ -202,9 +204,10 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a model as a Hugging Face GPT-2 directory",
-        description="Write a model as an HF GPT-2 directory (config.json, model.safetensors, tokenizer files) that "
-        "transformers' GPT2LMHeadModel.from_pretrained loads with the same logits.",
+        help="write a model as a Hugging Face directory",
+        description="Write a model as an HF directory of its family, GPT-2, Llama, Qwen2 or Qwen3 (config.json, "
+        "model.safetensors, tokenizer files), that transformers' AutoModelForCausalLM.from_pretrained loads with the "
+        "same logits.",
     )
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="shipped model name, our checkpoint or run directory, or an HF directory (default: %(default)s)")

@@ -1,10 +1,10 @@
 """Save and load models: our checkpoint directories, training run directories, the models shipped in
-``assets/models``, and HF GPT-2.
+``assets/models``, and Hugging Face models (GPT-2, Llama, Mistral, Qwen2, Qwen3; see :mod:`workbench.hf`).
 
 Our directory format::
 
     config.json        {"format": "gpt-workbench", "model": {GPTConfig fields}, ...metadata}
-    model.safetensors  weights (the tied output matrix stored once, as transformer.wte.weight)
+    model.safetensors  weights (a tied output matrix stored once, as transformer.wte.weight)
     tokenizer.json     the tokenizer (see workbench.tokenizers)
 
 A training run directory holds several of them, and what resuming needs::
@@ -37,11 +37,11 @@ from workbench.fast import accelerate
 from workbench.files import atomic_write, umask_mode
 from workbench.hf import HFLoadError, from_hf, load_hf_model
 from workbench.model import GPT, GPTConfig, resolve_device
-from workbench.tokenizers import ENDOFTEXT, BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
+from workbench.tokenizers import ENDOFTEXT, BPETokenizer, GPT2Tokenizer, HFTokenizer, Tokenizer, load_tokenizer
 
 FORMAT = "gpt-workbench"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
-TIED_KEY = "lm_head.weight"  # shares storage with transformer.wte.weight; safetensors refuses shared tensors
+TIED_KEY = "lm_head.weight"  # when tied, shares storage with transformer.wte.weight; safetensors refuses that
 
 
 def shipped_models() -> list[str]:
@@ -57,7 +57,8 @@ def save_checkpoint(
     """Write ``model`` (and ``tokenizer``) as one of our checkpoint directories; extra ``metadata`` goes in config.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
+    tied = model.config.tie_embeddings
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not (tied and k == TIED_KEY)}
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     if tokenizer is not None:
         tokenizer.save(directory)
@@ -83,7 +84,7 @@ def load_weights(model: GPT, directory: str | Path) -> None:
     directory = Path(directory)
     state = load_file(directory / "model.safetensors")
     ours = model.state_dict()
-    missing = sorted(set(ours) - set(state) - {TIED_KEY})
+    missing = sorted(set(ours) - set(state) - ({TIED_KEY} if model.config.tie_embeddings else set()))
     unexpected = sorted(set(state) - set(ours))
     reshaped = sorted(k for k in set(state) & set(ours) if state[k].shape != ours[k].shape)
     if missing or unexpected or reshaped:
@@ -97,8 +98,9 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
     source we know.
 
     ``name_or_path`` may be a shipped model's name (``"shakespeare"``), one of our checkpoint directories, a
-    directory written by ``transformers``' ``save_pretrained`` (GPT-2 only), or a hub id such as ``"gpt2"`` (needs
-    internet or a local HF cache).
+    directory written by ``transformers``' ``save_pretrained`` (GPT-2, Llama, Mistral, Qwen2, Qwen3), or a hub id
+    such as ``"gpt2"``, ``"HuggingFaceTB/SmolLM2-135M"`` or ``"Qwen/Qwen2.5-0.5B"`` (needs internet or a local HF
+    cache). An HF model's tokenizer is read from its ``tokenizer.json`` (GPT-2's also from vocab.json + merges.txt).
     """
     text = str(name_or_path)
     if text in shipped_models():
@@ -116,8 +118,9 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
         config = json.loads(config_file.read_text())
         if config.get("format") == FORMAT:
             return load_checkpoint(path, device)
-        model = from_hf(load_hf_model(path))
-        return accelerate(model.to(resolve_device(device)).eval()), _hf_tokenizer(path)
+        hf_model = load_hf_model(path)
+        model = from_hf(hf_model)
+        return accelerate(model.to(resolve_device(device)).eval()), _hf_tokenizer(path, hf_model.config.model_type)
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
         shipped = ", ".join(shipped_models()) or "none yet"
         raise FileNotFoundError(f"no model directory at {text!r} (shipped models: {shipped})")
@@ -126,27 +129,31 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto") ->
     except HFLoadError as err:
         shipped = ", ".join(shipped_models()) or "none yet"
         raise HFLoadError(f"{err}\n(shipped models that work offline: {shipped})") from err
-    return accelerate(from_hf(hf_model).to(resolve_device(device)).eval()), _hf_tokenizer(text)
+    model = accelerate(from_hf(hf_model).to(resolve_device(device)).eval())
+    return model, _hf_tokenizer(text, hf_model.config.model_type)
 
 
-def _hf_tokenizer(source: str | Path) -> Tokenizer | None:
-    """The GPT-2 tokenizer saved beside an HF model, or None when the directory has no tokenizer files."""
+def _hf_tokenizer(source: str | Path, model_type: str) -> Tokenizer | None:
+    """The tokenizer saved beside an HF model (GPT-2's adapter for GPT-2, the ``tokenizer.json`` adapter for the
+    other families), or None when the directory has no tokenizer files."""
     path = Path(source)
     if path.is_dir() and not any((path / f).exists() for f in ("tokenizer.json", "vocab.json")):
         return None
-    return GPT2Tokenizer.from_pretrained(source)
+    return GPT2Tokenizer.from_pretrained(source) if model_type == "gpt2" else HFTokenizer.from_pretrained(source)
 
 
 def export_hf(model: GPT, tokenizer: Tokenizer | None, directory: str | Path) -> Path:
-    """Write ``model`` as a Hugging Face GPT-2 directory (``GPT2LMHeadModel.from_pretrained`` loads it).
+    """Write ``model`` as a Hugging Face directory of its family (:func:`workbench.hf.hf_family`: GPT-2, Llama,
+    Qwen2 or Qwen3), which ``AutoModelForCausalLM.from_pretrained`` loads with the same logits.
 
-    A byte-level BPE tokenizer is written as HF's ``GPT2TokenizerFast``; a character tokenizer has no HF GPT-2
-    equivalent, so only the model is written then.
+    A byte-level BPE tokenizer is written as HF's ``GPT2TokenizerFast``, an HF model's tokenizer as its
+    ``tokenizer.json``; a character tokenizer has no HF equivalent, so only the model is written then.
     """
     directory = Path(directory)
     eos = getattr(tokenizer, "start_id", None) if isinstance(tokenizer, (BPETokenizer, GPT2Tokenizer)) else None
+    eos = tokenizer.eos_id if isinstance(tokenizer, HFTokenizer) else eos
     model.to_hf(eos_token_id=eos).save_pretrained(directory)
-    if isinstance(tokenizer, GPT2Tokenizer):
+    if isinstance(tokenizer, (GPT2Tokenizer, HFTokenizer)):
         tokenizer.save(directory)
     elif isinstance(tokenizer, BPETokenizer):
         from transformers import GPT2TokenizerFast

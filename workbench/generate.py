@@ -23,99 +23,26 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from workbench.lens import lens_from_logits, read_logits
 from workbench.model import GPT
+from workbench.records import Candidate, Generation, LogitLens, Stage, Step, display_strs
 # Lessons, the checks and the app import SamplingConfig, sampling_pipeline and top_k from here too.
 from workbench.sampling import MIN_TEMPERATURE, SamplingConfig, sampling_pipeline, top_k
 from workbench.tokenizers import Tokenizer
 
 N_CANDIDATES = 10  # candidates kept per pipeline stage and in Step.top
-N_LENS = 5  # tokens kept per layer in the logit-lens row
+N_LENS = 5  # tokens kept per read in each step's logit lens
 WINDOW_KEEP = 0.75  # fraction of the context kept when the window slides
-
-
-@dataclass
-class Candidate:
-    """A token with its probability under some distribution."""
-
-    token_id: int
-    token_str: str
-    prob: float
-
-
-@dataclass
-class Stage:
-    """One stage of the sampling pipeline: its name and its most likely tokens (probabilities sum to 1 over all)."""
-
-    name: str  # "raw", "penalties" (only when some apply), "temperature", "top-k", "top-p"
-    candidates: list[Candidate]
-    kept: int  # how many tokens still have non-zero probability
-
-
-@dataclass
-class LensRow:
-    """Logit lens at one position: the top tokens read from each layer after attention and after the MLP."""
-
-    after_attn: list[list[Candidate]]  # [layer][rank]
-    after_mlp: list[list[Candidate]]
-
-
-@dataclass
-class Step:
-    """One generated token and everything needed to show why it came out.
-
-    ``attention`` is ``(L, H, T)``: for every layer and head, how the position that produced this token attended
-    over the ``T`` tokens of the current window, which starts at index ``window_start`` of prompt + output.
-    """
-
-    index: int  # 0 for the first new token
-    token_id: int
-    token_str: str  # display string (see Tokenizer.token_strs)
-    prob: float  # the model's own probability of this token (the raw distribution)
-    sampled_prob: float  # its probability in the final (filtered) distribution it was drawn from
-    top: list[Candidate]  # the model's most likely next tokens (raw distribution)
-    stages: list[Stage]
-    attention: torch.Tensor | None
-    lens: LensRow | None
-    window_start: int
-    seconds: float  # wall time of this step: model forward(s) + sampling + capture
-    notes: tuple[str, ...] = ()
-    # On the first step only (with capture): the prompt's own attention (L, H, P, P), so a view can draw the
-    # whole history without running the prompt through the model again.
-    prompt_attention: torch.Tensor | None = None
-
-
-@dataclass
-class Generation:
-    """The whole result of :func:`generate`."""
-
-    prompt_ids: list[int]  # the prompt actually used (after truncation or the start token)
-    token_ids: list[int]  # the new tokens
-    text: str  # the new text, decoded (empty when there is no tokenizer)
-    token_strs: list[str]
-    steps: list[Step]
-    stop_reason: str  # "max_new_tokens" or "stop"
-    notes: list[str] = field(default_factory=list)
-    attention: torch.Tensor | None = None  # (L, H, T, T) over prompt + output, when asked for
-    prompt_strs: list[str] = field(default_factory=list)  # display strings of the prompt's tokens
-
-    @property
-    def ids(self) -> list[int]:
-        return self.prompt_ids + self.token_ids
-
-
-def _display(tok: Tokenizer | None, ids: Sequence[int]) -> list[str]:
-    return tok.token_strs(list(ids)) if tok is not None else [f"[{i}]" for i in ids]
 
 
 def _candidates(tok: Tokenizer | None, probs: torch.Tensor, n: int) -> list[Candidate]:
     values, indices = top_k(probs, min(n, probs.numel()))
     ids = indices.tolist()
-    return [Candidate(i, s, p) for i, s, p in zip(ids, _display(tok, ids), values.tolist())]
+    return [Candidate(i, s, p) for i, s, p in zip(ids, display_strs(tok, ids), values.tolist())]
 
 
 def prompt_ids(model: GPT, tok: Tokenizer | None, prompt: str | Sequence[int]) -> tuple[list[int], list[str]]:
@@ -137,7 +64,7 @@ def prompt_ids(model: GPT, tok: Tokenizer | None, prompt: str | Sequence[int]) -
     if not ids:
         start = tok.start_id if tok is not None else 0
         ids = [start]
-        notes.append(f"empty prompt: started from the start token {_display(tok, [start])[0]!r} (id {start})")
+        notes.append(f"empty prompt: started from the start token {display_strs(tok, [start])[0]!r} (id {start})")
     block = model.config.block_size
     if len(ids) > block:
         notes.append(f"prompt has {len(ids)} tokens, more than the context of {block}: kept the last {block}")
@@ -175,6 +102,8 @@ class _Decoder:
         if cfg.seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.banned = self._banned_sequences()
+        self.stop_reason = "max_new_tokens"
+        self.finished = False  # set by the step that ends the run
 
     def _banned_sequences(self) -> list[list[int]]:
         seqs = [[t] for t in self.cfg.banned_token_ids if t < self.model.config.vocab_size]
@@ -188,7 +117,7 @@ class _Decoder:
                     pass  # a character tokenizer cannot spell it at all, so it can never be generated
         return seqs
 
-    def _forward(self, new_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, LensRow | None]:
+    def _forward(self, new_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, LogitLens | None]:
         """Run the new tokens through the cached model: next-token logits, the last query's attention and lens."""
         idx = torch.tensor([new_ids], device=self.device)
         with self.autocast:
@@ -201,18 +130,14 @@ class _Decoder:
             if self.prefill_attention is None:
                 self.prefill_attention = torch.stack([p[0] for p in patterns]).float()  # (L, H, P, P)
             attention = torch.stack([p[0, :, -1] for p in patterns]).float()  # (L, H, T)
-            # Logit lens of the last position: 2L residual reads unembedded in one matmul, which reads the large
-            # unembedding matrix once. The last read (after the last MLP) is the model's own output, so its
+            # The lens of the last position. Its last read (after the last MLP) is the model's own output, so its
             # logits are the next-token logits: no separate unembedding for them.
-            reads = torch.stack([r[0, -1] for r in capture["resid_mid"] + capture["resid_post"]])  # (2L, C)
-            lens_logits = self.model.lm_head(self.model.transformer.ln_f(reads)).float()  # (2L, vocab)
-            logits = lens_logits[-1]
-            lens_probs = torch.softmax(lens_logits, dim=-1)
-        values, indices = top_k(lens_probs, min(N_LENS, lens_probs.shape[-1]))
-        ids, probs = indices.tolist(), values.tolist()
-        rows = [[Candidate(i, s, p) for i, s, p in zip(r, _display(self.tok, r), pr)] for r, pr in zip(ids, probs)]
-        n_layer = self.model.config.n_layer
-        return logits, attention, LensRow(after_attn=rows[:n_layer], after_mlp=rows[n_layer:])
+            mid = torch.stack([r[0, -1] for r in capture["resid_mid"]])  # (L, C)
+            post = torch.stack([r[0, -1] for r in capture["resid_post"]])  # (L, C)
+            reads = read_logits(self.model, mid, post)  # (2L, vocab)
+        position = len(self.ids) - 1  # in prompt + output: the position whose query ran last
+        lens = lens_from_logits(reads[:, None, None], [position], N_LENS, self.tok)  # (2L, 1, 1, N_LENS)
+        return reads[-1], attention, lens
 
     def _pick(self, logits: torch.Tensor) -> tuple[int, float, float, list[Candidate], list[Stage]]:
         """Run the sampling pipeline and keep each stage's top candidates for display."""
@@ -223,7 +148,7 @@ class _Decoder:
         # and that one without scanning the vocabulary: it holds the picked token alone, at probability 1.
         summaries: dict[int, tuple[list[Candidate], int]] = {}
         if self.cfg.temperature < MIN_TEMPERATURE:
-            summaries[id(dists[-1][1])] = ([Candidate(token, _display(self.tok, [token])[0], 1.0)], 1)
+            summaries[id(dists[-1][1])] = ([Candidate(token, display_strs(self.tok, [token])[0], 1.0)], 1)
         for _, probs in dists:
             if id(probs) not in summaries:
                 summaries[id(probs)] = (_candidates(self.tok, probs, N_CANDIDATES), int(torch.count_nonzero(probs)))
@@ -236,39 +161,49 @@ class _Decoder:
     @torch.inference_mode()
     def steps(self) -> Iterator[Step]:
         """Yield one :class:`Step` per new token until ``max_new_tokens`` or a stop string."""
-        cfg = self.cfg
-        self.stop_reason = "max_new_tokens"
         notes = list(self.notes)
         start = time.perf_counter()
         logits, attention, lens = self._forward(self.ids)
-        for index in range(cfg.max_new_tokens):
-            token, prob, sampled_prob, top, stages = self._pick(logits)
-            self.ids.append(token)
-            yield Step(
-                index=index,
-                token_id=token,
-                token_str=_display(self.tok, [token])[0],
-                prob=prob,
-                sampled_prob=sampled_prob,
-                top=top,
-                stages=stages,
-                attention=attention,
-                lens=lens,
-                window_start=self.window_start,
-                seconds=time.perf_counter() - start,
-                notes=tuple(notes),
-                prompt_attention=self.prefill_attention if index == 0 else None,
-            )
+        while True:
+            step = self.take(logits, attention, lens, notes, start)
+            yield step
+            if self.finished:
+                return
             notes = []
-            if self._hit_stop():
-                self.stop_reason = "stop"
-                return
-            if index == cfg.max_new_tokens - 1:
-                return
             start = time.perf_counter()
-            logits, attention, lens = self._advance(token, notes)
+            logits, attention, lens = self._advance(step.token_id, notes)
 
-    def _advance(self, token: int, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, LensRow | None]:
+    def take(self, logits: torch.Tensor, attention: torch.Tensor | None, lens: LogitLens | None, notes: list[str],
+             start: float, picked: tuple | None = None) -> Step:
+        """Pick the next token from the model's output at the last position and record it as a :class:`Step`
+        (``start``: when the step's work began); sets ``finished`` and ``stop_reason`` when it ends the run.
+        :mod:`workbench.batching` calls it with one row of a batched forward, and with the token it ``picked``
+        for this row together with other rows (what :meth:`_pick` returns)."""
+        index = len(self.ids) - len(self.prompt_ids)
+        token, prob, sampled_prob, top, stages = picked if picked is not None else self._pick(logits)
+        self.ids.append(token)
+        step = Step(
+            index=index,
+            token_id=token,
+            token_str=display_strs(self.tok, [token])[0],
+            prob=prob,
+            sampled_prob=sampled_prob,
+            top=top,
+            stages=stages,
+            attention=attention,
+            lens=lens,
+            window_start=self.window_start,
+            seconds=time.perf_counter() - start,
+            notes=tuple(notes),
+            prompt_attention=self.prefill_attention if index == 0 else None,
+        )
+        if self._hit_stop():
+            self.stop_reason, self.finished = "stop", True
+        elif index == self.cfg.max_new_tokens - 1:
+            self.finished = True
+        return step
+
+    def _advance(self, token: int, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, LogitLens | None]:
         """Feed the token just picked; slide the window first when the cache is full."""
         if self.cache.length >= self.model.config.block_size:
             return self._slide(notes)
@@ -279,7 +214,7 @@ class _Decoder:
         with torch.inference_mode():
             return self._advance(self.ids[-1], [])[1]
 
-    def _slide(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, LensRow | None]:
+    def _slide(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, LogitLens | None]:
         block = self.model.config.block_size
         keep = max(1, int(block * WINDOW_KEEP))
         self.window_start = len(self.ids) - keep
@@ -343,7 +278,7 @@ def generate(
         steps=steps,
         stop_reason=decoder.stop_reason,
         notes=[n for s in steps for n in s.notes],
-        prompt_strs=_display(tok, decoder.prompt_ids),
+        prompt_strs=display_strs(tok, decoder.prompt_ids),
     )
     if attention:
         result.attention = _assemble_attention(decoder, steps)

@@ -1,10 +1,11 @@
 """Tokenizers: text <-> token ids, behind one small protocol.
 
-Three kinds, all satisfying :class:`Tokenizer`:
+Four kinds, all satisfying :class:`Tokenizer`:
 
 * :class:`CharTokenizer` -- one id per character (the nanoGPT Shakespeare tokenizer); easiest to read.
 * :class:`BPETokenizer` -- byte-level BPE trained here with HF ``tokenizers``; any string encodes.
 * :class:`GPT2Tokenizer` -- adapter around a real (or GPT-2-format) HF tokenizer, for GPT-2 weights.
+* :class:`HFTokenizer` -- any Hugging Face ``tokenizer.json`` (Llama 3, SmolLM2, Qwen ...), for those weights.
 
 ``token_strs`` gives *display* strings for people.  Conventions, the same for every kind:
 a space is shown as a space and a newline as a real ``"\\n"`` character (byte-level BPE's ``Ġ``/``Ċ`` are
@@ -27,6 +28,7 @@ from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 TOKENIZER_FILE = "tokenizer.json"
+HF_CONFIG_FILE = "tokenizer_config.json"  # transformers' file: the tokenizer's class and special tokens
 ENDOFTEXT = "<|endoftext|>"
 
 
@@ -282,9 +284,75 @@ class GPT2Tokenizer(_ByteLevelBPE):
     load = from_pretrained
 
 
+class HFTokenizer(_ByteLevelBPE):
+    """Adapter for the ``tokenizer.json`` of a Hugging Face model of any family (Llama 3, SmolLM2, Qwen ...), read
+    by the ``tokenizers`` library exactly as the file says (transformers' per-family classes may rebuild parts of
+    it). ``start_id`` is the BOS token that ``tokenizer_config.json`` names, else its EOS, else ``<|endoftext|>``.
+    """
+
+    def __init__(self, tk: _HFTokenizer, config: dict[str, Any] | None = None):
+        super().__init__(tk)
+        self.config = dict(config or {})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path) -> HFTokenizer:
+        """Load from a local directory holding ``tokenizer.json`` (and optionally ``tokenizer_config.json``), or a
+        hub id such as ``"Qwen/Qwen2.5-0.5B"`` (needs internet or the HF cache)."""
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download  # lazy: only hub ids need it
+
+            try:
+                path = Path(snapshot_download(str(name_or_path), allow_patterns=[TOKENIZER_FILE, HF_CONFIG_FILE]))
+            except Exception as err:  # the hub client raises many kinds (offline, missing repo, HTTP)
+                raise FileNotFoundError(f"could not load a tokenizer for {str(name_or_path)!r}: {err}") from err
+        if not (path / TOKENIZER_FILE).is_file():
+            raise FileNotFoundError(f"no {TOKENIZER_FILE} in {path}")
+        config_file = path / HF_CONFIG_FILE
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        return cls(_HFTokenizer.from_file(str(path / TOKENIZER_FILE)), config)
+
+    load = from_pretrained
+
+    def _special_id(self, key: str) -> int | None:
+        token = self.config.get(key)
+        token = token.get("content") if isinstance(token, dict) else token  # older files store {"content": ...}
+        return self._tk.token_to_id(token) if isinstance(token, str) else None
+
+    @property
+    def eos_id(self) -> int | None:
+        """The end-of-sequence token's id, when ``tokenizer_config.json`` names one."""
+        return self._special_id("eos_token")
+
+    @property
+    def start_id(self) -> int:
+        for i in (self._special_id("bos_token"), self.eos_id, self._tk.token_to_id(ENDOFTEXT)):
+            if i is not None:
+                return i
+        raise ValueError("this tokenizer names no BOS or EOS token, and has no <|endoftext|>, to start generation from")
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``tokenizer.json`` and a ``tokenizer_config.json`` that transformers' ``AutoTokenizer`` reads as
+        the generic fast tokenizer (the JSON file alone defines the tokenizer, whatever class it came with)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self._tk.save(str(path / TOKENIZER_FILE))
+        config = {**self.config, "tokenizer_class": "PreTrainedTokenizerFast"}
+        (path / HF_CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _hf_tokenizer_class(path: Path) -> str | None:
+    """The ``tokenizer_class`` that ``tokenizer_config.json`` in ``path`` names, if any."""
+    try:
+        return json.loads((path / HF_CONFIG_FILE).read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """Load whichever tokenizer ``directory`` holds, detected from its files.
 
+    ``tokenizer.json`` with a ``tokenizer_config.json`` naming a class other than GPT-2's -> :class:`HFTokenizer`;
     ``tokenizer_config.json``, or ``vocab.json`` + ``merges.txt`` -> :class:`GPT2Tokenizer` (HF files);
     else ``tokenizer.json`` of type "char" -> :class:`CharTokenizer`, with a BPE model -> :class:`BPETokenizer`.
     A missing directory raises ``FileNotFoundError``, anything else unrecognised ``ValueError``.
@@ -293,6 +361,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {path}")
     tok_file = path / TOKENIZER_FILE
+    hf_class = _hf_tokenizer_class(path)
+    if tok_file.is_file() and hf_class is not None and not hf_class.startswith("GPT2"):
+        return HFTokenizer.from_pretrained(path)
     # HF checks first: an HF directory also has a tokenizer.json, but ours never has these files.
     hf_files = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
     if (path / "tokenizer_config.json").is_file() or hf_files:

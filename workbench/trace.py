@@ -2,7 +2,8 @@
 
 Names follow TransformerLens: ``resid_pre`` enters a block, ``resid_mid`` is after its attention, ``resid_post``
 after its MLP; ``attention`` is ``attn.pattern`` as ``[layer, batch, head, query, key]``; ``ln_final`` is the
-output of the final LayerNorm.
+output of the final norm. :meth:`Trace.logit_lens` reads the residual stream through :mod:`workbench.lens`, the
+same code that reads each generation step's lens.
 
 :func:`run_with_trace` is also the method ``GPT.run_with_trace`` (bound in ``workbench/__init__.py``).
 """
@@ -10,31 +11,16 @@ output of the final LayerNorm.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
+from workbench.lens import logit_lens
 from workbench.model import GPT, KVCache
+from workbench.records import LogitLens
 
-
-@dataclass
-class LogitLens:
-    """Next-token distributions read from the residual stream of every layer.
-
-    ``after_attn[l]`` reads ``resid_mid`` of layer ``l`` and ``after_mlp[l]`` reads ``resid_post``, both through the
-    final LayerNorm and the unembedding, as if the model stopped there. Shapes ``(L, B, P, vocab)``: probabilities,
-    with ``P`` the positions asked for. ``after_mlp[-1]`` is the model's own output distribution.
-    """
-
-    after_attn: torch.Tensor
-    after_mlp: torch.Tensor
-    positions: list[int]
-
-    def top_k(self, k: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(attn_probs, attn_ids, mlp_probs, mlp_ids)``, each ``(L, B, P, k)``, most likely first."""
-        attn = self.after_attn.topk(k, dim=-1)
-        mlp = self.after_mlp.topk(k, dim=-1)
-        return attn.values, attn.indices, mlp.values, mlp.indices
+if TYPE_CHECKING:
+    from workbench.tokenizers import Tokenizer
 
 
 @dataclass
@@ -67,24 +53,26 @@ class Trace:
     def n_layer(self) -> int:
         return self.attention.shape[0]
 
-    def logit_lens(self, model: GPT, positions: int | list[int] | None = None) -> LogitLens:
-        """Read a next-token distribution from every layer at ``positions`` (default: all; ``-1``: the last).
+    def logit_lens(
+        self, model: GPT, positions: int | list[int] | None = None, k: int | None = None, tok: Tokenizer | None = None
+    ) -> LogitLens:
+        """Read a next-token distribution from every layer, after its attention and after its MLP, at ``positions``
+        (default: all; ``-1``: the last); keep each read's ``k`` most likely tokens (default: all of them, sorted).
+        ``tok`` gives the lens its tokens' display strings. See :class:`~workbench.records.LogitLens`.
 
-        Reading all positions of a large-vocabulary model costs ``L * 2 * T * vocab`` floats; pass the positions
-        you will look at.
+        Keeping every token of every position costs ``2 * L * B * T * vocab`` probabilities and as many ids: for a
+        large vocabulary, pass the positions you will look at, or a ``k``.
         """
         n_pos = self.resid_mid.shape[2]
         if positions is None:
             positions = list(range(n_pos))
         elif isinstance(positions, int):
             positions = [positions]
+        bad = [p for p in positions if not -n_pos <= p < n_pos]
+        if bad:
+            raise ValueError(f"positions {bad} are outside the {n_pos} traced positions")
         positions = [p % n_pos for p in positions]
-
-        def read(resid: torch.Tensor) -> torch.Tensor:
-            h = model.transformer.ln_f(resid[:, :, positions])  # (L, B, P, C)
-            return torch.softmax(model.lm_head(h).float(), dim=-1)  # (L, B, P, vocab)
-
-        return LogitLens(after_attn=read(self.resid_mid), after_mlp=read(self.resid_post), positions=positions)
+        return logit_lens(model, self.resid_mid[:, :, positions], self.resid_post[:, :, positions], positions, k, tok)
 
 
 def run_with_trace(

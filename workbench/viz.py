@@ -1,6 +1,6 @@
 """Plotly figures of what the model did: attention, logit lens, the sampling pipeline, head ablation.
 
-Every function takes plain data (numpy arrays, lists of :class:`~workbench.generate.Candidate`) and returns a
+Every function takes plain data (numpy arrays, the records of :mod:`workbench.records`) and returns a
 ``plotly.graph_objects.Figure`` with an explicit height, for notebooks (the app draws its views in the browser, from
 the same step records). :func:`step_views` draws the app's five views of one step of a generation. Nothing here
 runs the model. Figures embed no external resources: the page that shows them serves plotly.js itself.
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.generate import Candidate, Generation, LensRow, Stage
+from workbench.records import Candidate, Generation, LogitLens, Stage
 
 ATTENTION_SCALE = "Blues"
 PROB_SCALE = "Viridis"
@@ -113,27 +113,24 @@ def head_grid(patterns: np.ndarray, *, layer: int, cols: int = 4, height: int = 
     return fig
 
 
-def logit_lens(
-    lens: Sequence[LensRow], tokens: Sequence[str], *, start: int = 0, title: str = "", height: int = 460
-) -> go.Figure:
-    """The logit lens as a grid: one column per position, two rows per layer (after attention, after the MLP).
+def logit_lens(lens: LogitLens, tokens: Sequence[str], *, batch: int = 0, title: str = "", height: int = 460
+               ) -> go.Figure:
+    """The logit lens as a grid: one column per position, one row per read (after each layer's attention and MLP).
 
-    ``lens[j]`` is the lens read at position ``start + j`` whose input token is ``tokens[j]``. Each cell shows the
-    token that layer's residual stream would predict next, coloured by its probability.
+    Column ``j`` is the lens read at position ``lens.positions[j]`` of batch row ``batch``, whose input token is
+    ``tokens[j]``. Each cell shows the token that read would predict next, coloured by its probability. For the steps
+    of a generation, join their lenses first: ``LogitLens.concat([step.lens for step in steps])``.
     """
-    n_layer = len(lens[0].after_attn) if lens else 0
-    row_names = [f"L{layer} {part}" for layer in range(n_layer) for part in ("attn", "mlp")]
-    text, probs = [], []
-    for layer in range(n_layer):
-        for part in ("after_attn", "after_mlp"):
-            cells = [getattr(row, part)[layer][0] for row in lens]
-            text.append([show_token(c.token_str) for c in cells])
-            probs.append([c.prob for c in cells])
+    if len(tokens) != len(lens.positions):
+        raise ValueError(f"{len(tokens)} tokens for a lens of {len(lens.positions)} positions: pass one per position")
+    top_ids = lens.ids[:, batch, :, 0].tolist()  # (R, P): each read's most likely token at each position
+    text = [[show_token(lens.token_strs[i]) for i in row] for row in top_ids]
+    probs = lens.probs[:, batch, :, 0].tolist()
     fig = go.Figure(
         go.Heatmap(
             z=probs,
-            x=position_labels(tokens, start),
-            y=row_names,
+            x=[f"{p}:{show_token(t)}" for p, t in zip(lens.positions, tokens)],  # like position_labels
+            y=lens.read_names,
             text=text,
             texttemplate="%{text}",
             textfont_size=10,
@@ -239,8 +236,8 @@ def step_views(
     heatmap = attention_heatmap(matrix, tokens[start : q + 1], start=start, title=f"L{layer} {who} · {produced}")
     first = max(0, step + 1 - STEP_LENS)
     P = len(gen.prompt_ids)
-    lens = logit_lens([st.lens for st in gen.steps[first : step + 1]], tokens[P - 1 + first : P + step],
-                      start=P - 1 + first, title=f"logit lens · {produced}")
+    lens = logit_lens(LogitLens.concat([st.lens for st in gen.steps[first : step + 1]]),
+                      tokens[P - 1 + first : P + step], title=f"logit lens · {produced}")
     topk = topk_bars(s.top, s.token_id, title=f"top candidates · {produced}")
     return heatmap, head_grid(pattern, layer=layer), lens, topk, sampling_pipeline(s.stages, s.token_id)
 

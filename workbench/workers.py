@@ -16,7 +16,6 @@ a vanished client) tells the worker to stop after its current step, and the work
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import pickle
 import queue
 import signal
@@ -25,46 +24,12 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.multiprocessing as mp
 
-from workbench.generate import Candidate, LensRow, SamplingConfig, Stage, Step, _display, stream
+from workbench.generate import SamplingConfig, stream
 from workbench.model import GPT
+from workbench.records import Step
 from workbench.tokenizers import Tokenizer
 
 _END = "end"  # what a worker sends after a generation's last step (or its error)
-
-
-def _ids_probs(candidates: list[Candidate]) -> tuple[list[int], list[float]]:
-    return [c.token_id for c in candidates], [c.prob for c in candidates]
-
-
-def _to_wire(step: Step) -> tuple:
-    """A step as plain lists and arrays. A step holds about 150 candidates; pickling them as objects cost the worker
-    145 us a step against 42 us for this form, and their strings can be made again from the ids."""
-    lens = step.lens
-    return (
-        dataclasses.replace(step, top=[], stages=[], lens=None, attention=None, prompt_attention=None),
-        _ids_probs(step.top),
-        [(s.name, *_ids_probs(s.candidates), s.kept) for s in step.stages],
-        None if lens is None else ([_ids_probs(r) for r in lens.after_attn], [_ids_probs(r) for r in lens.after_mlp]),
-        None if step.attention is None else step.attention.numpy(),
-        None if step.prompt_attention is None else step.prompt_attention.numpy(),
-    )
-
-
-def _from_wire(wire: tuple, tok: Tokenizer | None) -> Step:
-    """The step :func:`_to_wire` was given, equal field by field."""
-    base, top, stages, lens, attention, prompt_attention = wire
-
-    def candidates(ids: list[int], probs: list[float]) -> list[Candidate]:
-        return [Candidate(i, s, p) for i, s, p in zip(ids, _display(tok, ids), probs)]
-
-    return dataclasses.replace(
-        base,
-        top=candidates(*top),
-        stages=[Stage(name, candidates(ids, probs), kept) for name, ids, probs, kept in stages],
-        lens=None if lens is None else LensRow(*([candidates(*r) for r in rows] for rows in lens)),
-        attention=None if attention is None else torch.from_numpy(attention),
-        prompt_attention=None if prompt_attention is None else torch.from_numpy(prompt_attention),
-    )
 
 
 def _work(conn, stop, model: GPT, tok: Tokenizer | None, threads: int) -> None:
@@ -84,7 +49,7 @@ def _work(conn, stop, model: GPT, tok: Tokenizer | None, threads: int) -> None:
             for step in stream(model, tok, prompt, cfg):
                 # Plain pickle, not the connection's own: that one moves every tensor into a new shared-memory
                 # segment, which costs more than a small model's decoding step.
-                item = _to_wire(step) if view is None else view(step)
+                item = step.to_wire() if view is None else view(step)
                 conn.send_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
                 if stop.value:
                     break
@@ -136,7 +101,7 @@ class GenerationPool:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield _from_wire(item, self._tok) if view is None else item
+                yield Step.from_wire(item, self._tok) if view is None else item
         except (EOFError, OSError) as err:  # the worker died: replace it, fail this request only
             worker = self._replace(worker)
             finished = True

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.generate import Candidate, SamplingConfig, Step, prompt_ids
+from workbench.generate import SamplingConfig, prompt_ids
 from workbench.model import GPT
+from workbench.records import Candidate, LogitLens, Step
 from workbench.tokenizers import Tokenizer
 
 # The app's defaults (the CLI shows and takes them from here, without importing the page's web framework).
 APP_MAX_NEW_TOKENS_CAP = 512  # the most tokens one request to the app may ask for (under MAX_NEW_TOKENS_LIMIT)
-APP_CONCURRENCY = 4  # generations the app runs at once; more requests wait in its queue
+APP_CONCURRENCY = 32  # generations the app decodes at once, in batches (a class); more requests wait in its queue
 VIEW = 16  # keys of each attention row the page receives: the attention views show at most this many positions
 LENS_TOP = 3  # tokens per layer in the lens row the page receives
 SHOWN_CHARS = 40  # a bad value longer than this is shortened in the error message
@@ -125,6 +126,14 @@ def _attention(row: torch.Tensor) -> str:
     return base64.b64encode(np.rint(cut * 65535).astype("<u2").tobytes()).decode("ascii")
 
 
+def _lens(lens: LogitLens) -> list[list[list]]:
+    """Each read's ``LENS_TOP`` most likely tokens as ``[text, probability]``. Rounded as whole tensors, in float64
+    so that each number prints short: this runs on every step, beside the model."""
+    ids = lens.ids[:, 0, 0, :LENS_TOP].tolist()
+    probs = (torch.round(lens.probs[:, 0, 0, :LENS_TOP].double() * 1e4) / 1e4).tolist()
+    return [[[lens.token_strs[i], p] for i, p in zip(row_ids, row_probs)] for row_ids, row_probs in zip(ids, probs)]
+
+
 def _candidates(cands: list[Candidate]) -> list[list]:
     return [[c.token_str, round(c.prob, 5), c.token_id] for c in cands]
 
@@ -150,8 +159,7 @@ def step_data(step: Step) -> dict:
         data["a"] = _attention(att)
         data["n"] = min(att.shape[-1], VIEW)
     if step.lens is not None:
-        data["lens"] = [[[c.token_str, round(c.prob, 4)] for c in row[:LENS_TOP]]
-                        for pair in zip(step.lens.after_attn, step.lens.after_mlp) for row in pair]
+        data["lens"] = _lens(step.lens)
     if step.prompt_attention is not None:  # the first step: rows of every prompt position but the last
         pattern = step.prompt_attention  # (L, H, P, P)
         data["rows"] = [{"a": _attention(pattern[:, :, q, : q + 1]), "n": min(q + 1, VIEW)}

@@ -45,7 +45,7 @@ from workbench.generate import generate, stream  # noqa: E402
 from workbench.model import GPT  # noqa: E402
 from workbench.serve import step_batches  # noqa: E402
 from workbench.tokenizers import Tokenizer  # noqa: E402
-from workbench.workers import GenerationPool  # noqa: E402
+from workbench.batch_server import BatchedPool  # noqa: E402
 
 QUEUE_PER_WORKER = 16  # queue max size = this x concurrency: a full queue refuses at once instead of waiting long
 FRAME_SECONDS = 0.1  # while streaming, at most 10 frames a second: faster tokens share a frame
@@ -151,14 +151,14 @@ def build_app(
 ) -> gr.Blocks:
     """The app's page and events for one loaded model, shared by every session; queue already configured.
 
-    ``workers``: generate in ``concurrency`` worker processes (:mod:`workbench.workers`) instead of on a thread
-    beside the server. Default: on for a CPU model, off on a GPU (whose work does not hold the interpreter).
+    Up to ``concurrency`` generations decode together in batches (:mod:`workbench.batch_server`), in worker
+    processes for a CPU model, on a thread beside the server for a GPU model (whose work does not hold the
+    interpreter). ``workers=False``: each generation runs alone on a thread beside the server instead, unbatched.
     """
     if tok is None:
         raise ValueError(f"{model_name} has no tokenizer saved with it, so the app cannot read a text prompt")
-    if workers is None:
-        workers = model.device.type == "cpu"
-    pool = GenerationPool(model, tok, size=concurrency, threads=torch.get_num_threads()) if workers else None
+    pool = (BatchedPool(model, tok, max_batch=concurrency, process=workers, threads=torch.get_num_threads())
+            if workers is not False else None)
     c = model.config
     head_labels = [f"L{layer}H{h}" for layer in range(c.n_layer) for h in range(c.n_head)]
     page = {"model": model_info(model, tok, model_name), "strings": {lang: strings.table(lang)

@@ -213,7 +213,7 @@ def _passed(n_cases: int, max_diff: float | None = None) -> Say:
                f"在 {n_cases} 组随机输入上与参考实现一致（{exact.zh}）")
 
 
-def _randomize(module: nn.Module, g: torch.Generator, std: float = 0.3) -> nn.Module:
+def randomize(module: nn.Module, g: torch.Generator, std: float = 0.3) -> nn.Module:
     """Give every parameter random values (LayerNorm weights around 1), so that any mix-up changes the output."""
     with torch.no_grad():
         for name, p in module.named_parameters():

@@ -3,7 +3,7 @@
 * :func:`check_cross_attention`: the reference is ``torch.nn.MultiheadAttention`` (``batch_first=True``) with random
   weights. Its ``in_proj_weight`` stacks the q, k and v projections, so its rows split into the student's ``q_proj``
   (the first C rows) and ``kv_proj`` (the other 2C: keys, then values); ``out_proj`` is ``c_proj``. The planted
-  mistakes are computed from the same weights by :func:`_cross_attention_variant`.
+  mistakes are computed from the same weights by :func:`cross_attention_variant`.
 * :func:`check_prompt_example`: the sequence ``source, separator, target`` shifted by one, with ``-100`` as the
   targets of the prompt's positions, the value :class:`workbench.model.GPT`'s loss ignores (``ignore_index=-100``).
 """
@@ -27,7 +27,7 @@ from workbench.checks.core import (
     _compare_tensors,
     _fresh_generator,
     _matching_mistake,
-    _randomize,
+    randomize,
     run_check,
     say,
 )
@@ -41,7 +41,7 @@ CROSS_RTOL = 1e-4
 
 def _cross_attention_reference(n_embd: int, n_head: int, g: torch.Generator) -> nn.MultiheadAttention:
     """torch's multi-head attention (batch first) with random weights: the reference for ``CrossAttention``."""
-    return _randomize(nn.MultiheadAttention(n_embd, n_head, batch_first=True), g)
+    return randomize(nn.MultiheadAttention(n_embd, n_head, batch_first=True), g)
 
 
 def _cross_attention_weights(reference: nn.MultiheadAttention) -> dict[str, torch.Tensor]:
@@ -86,7 +86,7 @@ def _load_cross_student(
     return student.eval()
 
 
-def _cross_attention_variant(
+def cross_attention_variant(
     reference: nn.MultiheadAttention,
     x: torch.Tensor,
     memory: torch.Tensor,
@@ -139,7 +139,7 @@ def _cross_attention_variant(
     return F.linear(y, reference.out_proj.weight, reference.out_proj.bias) if project else y
 
 
-_CROSS_ATTENTION_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of _cross_attention_variant
+CROSS_ATTENTION_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of cross_attention_variant
     say("queries and keys/values come from the wrong sides: the queries come from x (the decoder's positions), the "
         "keys and values from memory (the encoder's output)",
         "查询和键/值取反了来源：查询来自 x（解码器的各个位置），键和值来自 memory（编码器的输出）"): dict(
@@ -223,8 +223,8 @@ def check_cross_attention(student_cls: type[nn.Module]) -> Verdict:
                     )) from None
                 got = got.detach() if isinstance(got, torch.Tensor) else got
                 mistakes = {
-                    hint: lambda planted=planted: _cross_attention_variant(reference, x, memory, **planted).detach()
-                    for hint, planted in _CROSS_ATTENTION_MISTAKES.items()
+                    hint: lambda planted=planted: cross_attention_variant(reference, x, memory, **planted).detach()
+                    for hint, planted in CROSS_ATTENTION_MISTAKES.items()
                 }
                 shape_hint = say("Expected (B, T, C): one output row per position of x, whatever the memory's length.",
                                  "应为 (B, T, C)：x 的每个位置输出一行，与 memory 的长度无关。")

@@ -11,7 +11,9 @@
 
 The three score functions take attention patterns shaped like ``Trace.attention``, ``(L, B, H, T, T)``, and return
 ``(L, H)``. Their references are written with ``Tensor.diagonal`` so that they share no code with the likely student
-solutions (a loop or fancy indexing).
+solutions (a loop or fancy indexing), and are public (:func:`previous_token_reference`, :func:`key_score_reference`,
+:func:`induction_reference`) for tests of the lesson's facts; the ablation's planted mistakes are switches of
+:func:`ablation_variant`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from workbench.checks.core import (
     _compare_tensors,
     _fresh_generator,
     _passed,
-    _randomize,
+    randomize,
     run_check,
     say,
 )
@@ -61,7 +63,9 @@ def _random_patterns(g: torch.Generator, L: int, B: int, H: int, T: int) -> torc
     return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 
 
-def _previous_token_reference(attention: torch.Tensor) -> torch.Tensor:
+def previous_token_reference(attention: torch.Tensor) -> torch.Tensor:
+    """The previous-token score ``(L, H)`` of attention patterns ``(L, B, H, T, T)``: what
+    :func:`check_previous_token_score` expects."""
     # diagonal(-1) holds attention[..., i, i - 1] for the queries i = 1 .. T-1: (L, B, H, T-1)
     return attention.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(1, 3))
 
@@ -77,7 +81,7 @@ def check_previous_token_score(previous_token_score: Callable[[torch.Tensor], to
         for L, B, H, T in shapes:
             attention = _random_patterns(g, L, B, H, T)
             got = _call_keeping_inputs(previous_token_score, ["attention"], attention)
-            want = _previous_token_reference(attention)
+            want = previous_token_reference(attention)
             below = attention.diagonal(offset=-1, dim1=-2, dim2=-1)  # (L, B, H, T-1)
             mistakes: Mistakes = {
                 say("this is the main diagonal, each token's attention to itself; the previous token is one step "
@@ -107,7 +111,9 @@ def check_previous_token_score(previous_token_score: Callable[[torch.Tensor], to
     return run_check("previous_token_score", body)
 
 
-def _key_score_reference(attention: torch.Tensor, is_key: torch.Tensor) -> torch.Tensor:
+def key_score_reference(attention: torch.Tensor, is_key: torch.Tensor) -> torch.Tensor:
+    """The attention ``(L, H)`` paid to the keys marked in ``is_key`` ``(B, T)``: what
+    :func:`check_key_attention_score` expects."""
     marked = attention * is_key[None, :, None, None, :]  # (L, B, H, T, T): weights on unmarked keys zeroed
     return marked.sum(-1).mean(dim=(1, 3))  # each query's mass on the marked keys, averaged over batch and queries
 
@@ -125,7 +131,7 @@ def check_key_attention_score(key_attention_score: Callable[[torch.Tensor, torch
             is_key = torch.rand(B, T, generator=g) < 0.35
             is_key[:, 1], is_key[:, 2] = True, False  # every row has marked and unmarked keys
             got = _call_keeping_inputs(key_attention_score, ["attention", "is_key"], attention, is_key)
-            want = _key_score_reference(attention, is_key)
+            want = key_score_reference(attention, is_key)
             marked = attention * is_key[None, :, None, None, :]
             mistakes: Mistakes = {
                 say("the mask marks queries here: is_key marks key positions, the last axis of attention; broadcast "
@@ -139,7 +145,7 @@ def check_key_attention_score(key_attention_score: Callable[[torch.Tensor, torch
                     "对被标记的键上的权重取了平均；应该相加：一个头分给被标记的键的注意力，是它在这些键上的权重之和"):
                     lambda: marked.mean(-1).mean(dim=(1, 3)),
                 say("the mask is inverted: this is the attention on the keys that are not marked",
-                    "掩码反了：这是没被标记的键上的注意力"): lambda: _key_score_reference(attention, ~is_key),
+                    "掩码反了：这是没被标记的键上的注意力"): lambda: key_score_reference(attention, ~is_key),
                 _BATCH_NOT_AVERAGED: lambda: marked.sum(-1).mean(-1),
                 _FIRST_SEQUENCE_ONLY: lambda: marked[:, 0].sum(-1).mean(-1),
             }
@@ -149,7 +155,9 @@ def check_key_attention_score(key_attention_score: Callable[[torch.Tensor, torch
     return run_check("key_attention_score", body)
 
 
-def _induction_reference(attention: torch.Tensor, period: int) -> torch.Tensor:
+def induction_reference(attention: torch.Tensor, period: int) -> torch.Tensor:
+    """The induction score ``(L, H)`` of attention patterns ``(L, B, H, T, T)`` over a sequence repeated with
+    ``period``: what :func:`check_induction_score` expects."""
     # diagonal(1 - period) holds attention[..., i, i - period + 1] for i = period-1 .. T-1; drop i = period-1
     return attention.diagonal(offset=1 - period, dim1=-2, dim2=-1)[..., 1:].mean(dim=(1, 3))
 
@@ -166,7 +174,7 @@ def check_induction_score(induction_score: Callable[[torch.Tensor, int], torch.T
         for L, B, H, period, T in cases:
             attention = _random_patterns(g, L, B, H, T)
             got = _call_keeping_inputs(induction_score, ["attention", "period"], attention, period)
-            want = _induction_reference(attention, period)
+            want = induction_reference(attention, period)
             stripe = attention.diagonal(offset=1 - period, dim1=-2, dim2=-1)  # queries period-1 .. T-1
             mistakes: Mistakes = {
                 say("this is attention to the earlier copy of the current token itself, key i - period (a "
@@ -188,7 +196,7 @@ def check_induction_score(induction_score: Callable[[torch.Tensor, int], torch.T
                 say("T // 2 was used as the period: use the `period` argument (the sequence may be longer than two "
                     "copies)",
                     "把 T // 2 当成了周期：请用参数 `period`（序列可能比两份副本更长）"): lambda: (
-                    _induction_reference(attention, T // 2)
+                    induction_reference(attention, T // 2)
                 ),
                 _SUMMED_OVER_QUERIES: lambda: stripe[..., 1:].sum(-1).mean(1),
                 _BATCH_NOT_AVERAGED: lambda: stripe[..., 1:].mean(-1),
@@ -199,7 +207,7 @@ def check_induction_score(induction_score: Callable[[torch.Tensor, int], torch.T
     return run_check("induction_score", body)
 
 
-def _ablation_variant(
+def ablation_variant(
     model: GPT,
     idx: torch.Tensor,
     targets: torch.Tensor,
@@ -254,7 +262,7 @@ def check_head_ablation_effects(head_ablation_effects: Callable[[GPT, torch.Tens
             # the lesson's trained model (a model without dropout gives the same losses in both modes).
             config = GPTConfig(vocab_size=11, block_size=12, n_layer=L, n_head=H, n_embd=C, dropout=0.1,
                                attn_dropout=0.1)
-            model = _randomize(GPT(config), g)
+            model = randomize(GPT(config), g)
             idx = torch.randint(config.vocab_size, (B, T), generator=g)
             targets = torch.randint(config.vocab_size, (B, T), generator=g)
             weights = {name: value.clone() for name, value in model.state_dict().items()}
@@ -296,7 +304,7 @@ def check_head_ablation_effects(head_ablation_effects: Callable[[GPT, torch.Tens
                     ))
                 if isinstance(got, torch.Tensor):
                     got = got.detach()
-                want = _ablation_variant(model, idx, targets)
+                want = ablation_variant(model, idx, targets)
                 mistakes: Mistakes = {
                     say("the sign is flipped: report the loss with the head off minus the loss with every head on, "
                         "so that a head the model needs gets a positive number",
@@ -306,12 +314,12 @@ def check_head_ablation_effects(head_ablation_effects: Callable[[GPT, torch.Tens
                     say("these are the losses with each head off; subtract the loss with every head on to get the "
                         "change",
                         "这是每个头关掉时的损失本身；要减去所有头都开着时的损失，才得到变化量"): lambda: (
-                        _ablation_variant(model, idx, targets, subtract=False)
+                        ablation_variant(model, idx, targets, subtract=False)
                     ),
                     say("the heads switched off piled up: each run switched off every head before it as well. Pass "
                         "ablate=[(layer, head)] with only the current head",
                         "关掉的头越积越多：每次运行把之前的头也都关掉了。传 ablate=[(layer, head)] 时只放当前这一个头"):
-                        lambda: _ablation_variant(model, idx, targets, cumulative=True),
+                        lambda: ablation_variant(model, idx, targets, cumulative=True),
                     say("rows and columns are swapped: entry [layer, head] is the effect of switching off head "
                         "`head` of layer `layer`, so the result is (n_layer, n_head)",
                         "行和列对调了：元素 [layer, head] 是关掉第 `layer` 层的第 `head` 个头的效果，所以结果是 "
@@ -319,7 +327,7 @@ def check_head_ablation_effects(head_ablation_effects: Callable[[GPT, torch.Tens
                     say("the targets were shifted once more: targets[:, t] is already the token after idx[:, t]; pass "
                         "them to the model as they are",
                         "目标又被移了一位：targets[:, t] 本来就是 idx[:, t] 之后的词元；原样传给模型即可"): lambda: (
-                        _ablation_variant(model, idx, targets, shift=True)
+                        ablation_variant(model, idx, targets, shift=True)
                     ),
                 }
                 shape_hint = say("One loss change per (layer, head): (n_layer, n_head).",

@@ -24,7 +24,7 @@ from workbench.checks.core import (
     _call_keeping_inputs,
     _compare_tensors,
     _fresh_generator,
-    _randomize,
+    randomize,
     run_check,
     say,
 )
@@ -88,7 +88,7 @@ def _random_hf_state(
 
     config = GPT2Config(vocab_size=vocab, n_positions=ctx, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
                         bos_token_id=0, eos_token_id=0)
-    state = dict(_randomize(GPT2LMHeadModel(config), g).state_dict())
+    state = dict(randomize(GPT2LMHeadModel(config), g).state_dict())
     if old_buffers:
         for i in range(n_layer):
             causal = torch.tril(torch.ones(ctx, ctx, dtype=torch.bool))
@@ -300,7 +300,7 @@ def check_last_token_states(last_token_states: Callable[[torch.Tensor, torch.Ten
     return run_check("last_token_states", body)
 
 
-def _ban_variant(
+def ban_variant(
     logits: torch.Tensor,
     context: Sequence[int],
     banned: Sequence[Sequence[int]],
@@ -380,40 +380,40 @@ def check_ban_tokens(ban_tokens: Callable[[torch.Tensor, list[int], list[list[in
                 say("a multi-token word's last token was banned whatever came before it: ban it only when the context "
                     "ends with the word's other tokens (seq[:-1])",
                     "多词元的词，不管前面是什么都禁了它的最后一个词元：只有上下文以这个词的其余词元（seq[:-1]）结尾时"
-                    "才禁"): lambda: as_probs(_ban_variant(logits, context, banned, use_context=False)),
+                    "才禁"): lambda: as_probs(ban_variant(logits, context, banned, use_context=False)),
                 say("every token of each word was banned: that also blocks every word that shares a piece with it; "
                     "ban only the token that would complete the word",
                     "禁掉了每个词的所有词元：这样和它共用片段的词也全被挡住了；只禁那个会把这个词补全的词元"): lambda: (
-                    as_probs(_ban_variant(logits, context, banned, use_context=False, which="all"))
+                    as_probs(ban_variant(logits, context, banned, use_context=False, which="all"))
                 ),
                 say("the first token of each word was banned: ban the token that would complete it (seq[-1]), when "
                     "the context ends with the rest (seq[:-1])",
                     "禁掉的是每个词的第一个词元：应在上下文以其余部分（seq[:-1]）结尾时，禁掉会把它补全的词元"
                     "（seq[-1]）"): lambda: as_probs(
-                    _ban_variant(logits, context, banned, use_context=False, which="first")
+                    ban_variant(logits, context, banned, use_context=False, which="first")
                 ),
                 say("the context was compared with the whole banned sequence: compare it with all but its last token, "
                     "which is the one to ban",
                     "拿上下文和整个被禁序列比较了：应和去掉最后一个词元的部分比较，最后那个词元才是要禁的"): lambda: (
-                    as_probs(_ban_variant(logits, context, banned, whole=True))
+                    as_probs(ban_variant(logits, context, banned, whole=True))
                 ),
                 say("banned logits were set to 0, which leaves them probability (e^0 = 1, like any other logit of 0): "
                     "set them to float('-inf')",
                     "被禁的 logits 设成了 0，这样它们仍有概率（e^0 = 1，和其他等于 0 的 logit 一样）：请设为 "
-                    "float('-inf')"): lambda: as_probs(_ban_variant(logits, context, banned, fill=0.0)),
+                    "float('-inf')"): lambda: as_probs(ban_variant(logits, context, banned, fill=0.0)),
                 say("only single-token entries were banned: a word of several tokens is banned at its last token, "
                     "when the context ends with the rest",
                     "只禁了单个词元的条目：多词元的词要在上下文以其余部分结尾时，禁掉它的最后一个词元"): lambda: (
-                    as_probs(_ban_variant(logits, context, banned, multi=False))
+                    as_probs(ban_variant(logits, context, banned, multi=False))
                 ),
                 say("single-token entries were not banned: a sequence [t] bans t always (careful: context[-0:] is the "
                     "whole context, not an empty list)",
                     "单个词元的条目没有被禁：序列 [t] 表示始终禁掉 t（注意：context[-0:] 是整个上下文，而不是空列表）"):
-                    lambda: as_probs(_ban_variant(logits, context, banned, single=False)),
+                    lambda: as_probs(ban_variant(logits, context, banned, single=False)),
                 say("these are probabilities, not logits: return the logits with -inf at the banned tokens (the "
                     "sampling pipeline takes the softmax afterwards)",
                     "这是概率而不是 logits：请返回在被禁词元处为 -inf 的 logits（采样流程之后会做 softmax）"): lambda: (
-                    as_probs(torch.softmax(_ban_variant(logits, context, banned), dim=-1))
+                    as_probs(torch.softmax(ban_variant(logits, context, banned), dim=-1))
                 ),
             }
             nan_hint = say("NaN in the output: usually every logit was set to -inf (then softmax divides 0 by 0), or "
@@ -442,7 +442,7 @@ def check_token_probs(token_probs: Callable[..., Any]) -> Verdict:
     def body() -> Say:
         g = _fresh_generator()
         config = GPTConfig(vocab_size=24, block_size=16, n_layer=2, n_head=4, n_embd=16)
-        model = _randomize(GPT(config), g)
+        model = randomize(GPT(config), g)
         cases = ((10, []), (16, [(0, 1), (1, 3)]), (2, [(1, 0)]), (7, [(0, 0), (0, 2), (1, 1)]))
         for T, heads in cases:
             ids = torch.randint(config.vocab_size, (T,), generator=g).tolist()

@@ -1,4 +1,9 @@
-"""Checks for lesson 07, training: the loss (cross-entropy), one AdamW step, the warmup + cosine schedule."""
+"""Checks for lesson 07, training: the loss (cross-entropy), one AdamW step, the warmup + cosine schedule.
+
+Planted mistakes: :func:`adamw_variant` and :func:`schedule_variant` are the AdamW step and the schedule written out
+with switches (correct at their defaults), and :data:`ADAMW_MISTAKES` and :data:`SCHEDULE_MISTAKES` map each hint to
+the switches that plant its mistake.
+"""
 
 from __future__ import annotations
 
@@ -115,7 +120,7 @@ def check_cross_entropy(cross_entropy: Callable[[torch.Tensor, torch.Tensor], to
     return run_check("cross_entropy", body)
 
 
-def _adamw_variant(
+def adamw_variant(
     param: torch.Tensor,
     grad: torch.Tensor,
     m: torch.Tensor,
@@ -158,7 +163,7 @@ def _adamw_variant(
     return param * shrink - sign * lr * update, m, v
 
 
-_ADAMW_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of _adamw_variant that plant it
+ADAMW_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of adamw_variant that plant it
     say("no bias correction (the article's update uses m and v as they are): both start at 0, so divide them by "
         "(1 - beta1**step) and (1 - beta2**step)",
         "没有偏差修正（文章里的更新直接用 m 和 v）：两者都从 0 开始，所以要分别除以 (1 - beta1**step) 和 "
@@ -290,8 +295,8 @@ def check_adamw_step(adamw_step: Callable[..., tuple[torch.Tensor, torch.Tensor,
                 want = (weight.detach().clone(), state["exp_avg"].clone(), state["exp_avg_sq"].clone())
                 for i, name, atol in ((1, "m", 1e-6 * scale), (2, "v", 1e-6 * scale**2), (0, "param", 1e-6)):
                     mistakes = {
-                        hint: lambda planted=planted, i=i: _adamw_variant(*inputs, **planted)[i]
-                        for hint, planted in _ADAMW_MISTAKES.items()
+                        hint: lambda planted=planted, i=i: adamw_variant(*inputs, **planted)[i]
+                        for hint, planted in ADAMW_MISTAKES.items()
                     }
                     diff = _compare_adamw_part(name, got[i], want[i], mistakes, atol, step)
                     if name == "param":
@@ -306,7 +311,7 @@ def check_adamw_step(adamw_step: Callable[..., tuple[torch.Tensor, torch.Tensor,
     return run_check("adamw_step", body)
 
 
-def _schedule_variant(
+def schedule_variant(
     step: int,
     lr: float,
     min_lr: float,
@@ -340,7 +345,7 @@ def _schedule_variant(
     return floor + shape * (lr - floor)
 
 
-_SCHEDULE_MISTAKES: dict[Say, dict[str, bool]] = {  # hint -> the switch of _schedule_variant that plants it
+SCHEDULE_MISTAKES: dict[Say, dict[str, bool]] = {  # hint -> the switch of schedule_variant that plants it
     say("the warmup starts at 0: step 0 already gets lr / warmup_steps, lr * (step + 1) / warmup_steps (a rate of 0 "
         "would waste the first step)",
         "预热从 0 开始了：第 0 步就该得到 lr / warmup_steps，即 lr * (step + 1) / warmup_steps（学习率为 0 会白白浪费"
@@ -409,9 +414,9 @@ def check_lr_at(lr_at: Callable[[int, float, float, int, int], float]) -> Verdic
                 continue
             mistakes = {
                 hint: lambda planted=planted: [
-                    _schedule_variant(s, lr, min_lr, warmup, max_steps, **planted) for s in steps
+                    schedule_variant(s, lr, min_lr, warmup, max_steps, **planted) for s in steps
                 ]
-                for hint, planted in _SCHEDULE_MISTAKES.items()
+                for hint, planted in SCHEDULE_MISTAKES.items()
             }
             hint = _matching_mistake(got, mistakes, _same_rates)
             if hint:

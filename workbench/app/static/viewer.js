@@ -9,6 +9,7 @@ const page = parse(props.value).page;
 const lang = window.wbLanguage === "zh-CN" ? "zh-CN" : "en";
 const S = page.strings[lang];
 const WINDOW = 16; // positions in the attention heatmap
+const PRESENT_WINDOW = 10; // fewer in presenter mode, so that cells and labels are large enough for a projector
 const GRID_WINDOW = 12; // positions in each small head map
 const LENS_COLUMNS = 8; // steps in the logit lens
 const GAMMA = 0.5; // colour = weight ** GAMMA: a weight of 0.05 is a fifth of the darkest colour, not a twentieth
@@ -431,12 +432,10 @@ function drawText() {
   let text = "";
   if (run && (run.state === "generating" || sel >= n - 1)) text = run.text;
   else if (run) text = run.steps.slice(0, sel + 1).map((s) => s.t).join("");
-  const atEnd = textBox.scrollTop + textBox.clientHeight >= textBox.scrollHeight - 24;
   if (shownText !== null && text.startsWith(shownText) && genSpan.firstChild) {
     if (text.length > shownText.length) genSpan.firstChild.appendData(text.slice(shownText.length));
   } else genSpan.textContent = text;
   shownText = text;
-  if (atEnd || follow || playing) textBox.scrollTop = textBox.scrollHeight;
 }
 
 let stripCount = 0;
@@ -471,15 +470,7 @@ function drawStrip() {
   stripCount = total;
   const old = strip.querySelector(".wb-sel");
   if (old) old.classList.remove("wb-sel");
-  if (sel >= 0) {
-    const cur = strip.children[P + sel];
-    if (cur) {
-      cur.classList.add("wb-sel");
-      const box = strip.getBoundingClientRect();
-      const r = cur.getBoundingClientRect();
-      if (r.top < box.top || r.bottom > box.bottom) strip.scrollTop += r.top - box.top - box.height / 2 + r.height / 2;
-    }
-  }
+  if (sel >= 0 && strip.children[P + sel]) strip.children[P + sel].classList.add("wb-sel");
 }
 
 function drawControls() {
@@ -500,9 +491,9 @@ function currentView() {
   return { layer: Number(layerSel.value || 0), head: headSel.value === "mean" ? "mean" : Number(headSel.value) };
 }
 
-function drawAttention() {
+function drawAttention(geom) {
   const ctx = attCanvas.getContext("2d");
-  const cssW = Math.max(200, attPanel.clientWidth - 16);
+  const cssW = Math.max(200, geom.attWidth - 16);
   const big = document.documentElement.classList.contains("wb-present");
   const font = big ? 15 : 12;
   if (!run || sel < 0) {
@@ -515,13 +506,16 @@ function drawAttention() {
   const view = currentView();
   const P = run.prompt.length;
   const q = P - 1 + sel;
-  const lo = Math.max(0, q - WINDOW + 1);
+  const lo = Math.max(0, q - (big ? PRESENT_WINDOW : WINDOW) + 1);
   const n = q - lo + 1;
   const who = view.head === "mean" ? t("mean") : "H" + view.head;
   attTitle.textContent = t("attention", { layer: view.layer, head: who, step: sel, query: show(tokenAt(q)), token: show(run.steps[sel].t) });
   const labelW = Math.min(130, Math.round(cssW * 0.22));
   const top = Math.round(font * 4.6);
-  const cell = Math.max(6, Math.min(Math.floor((cssW - labelW) / n), big ? 24 : 14));
+  // Cells as large as the type allows, but the whole map stays on the screen: a projector shows one screen and a
+  // class cannot scroll it (what is above the canvas fixes how much height is left).
+  const below = geom.height - geom.attTop - top - 28;
+  const cell = Math.max(6, Math.min(Math.floor((cssW - labelW) / n), Math.floor(below / n), big ? 24 : 14));
   const dpr = window.devicePixelRatio || 1;
   const W = labelW + cell * n + 4;
   const H = top + cell * n + 4;
@@ -533,7 +527,7 @@ function drawAttention() {
   }
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, W, H);
-  ctx.font = `${Math.min(font, cell + 2)}px ui-monospace, monospace`;
+  ctx.font = `${Math.min(font, cell)}px ui-monospace, monospace`;
   ctx.fillStyle = "#222";
   ctx.textBaseline = "middle";
   for (let i = 0; i < n; i++) {
@@ -746,20 +740,42 @@ const sight = new IntersectionObserver((entries) => {
   schedule();
 });
 for (const view of [attPanel, candPanel, pipePanel, lensPanel, headsPanel]) sight.observe(view);
-function drawIfSeen(view, drawView) {
-  if (inSight.has(view)) drawView();
+function drawIfSeen(view, drawView, geom) {
+  if (inSight.has(view)) drawView(geom);
+}
+
+// A paint reads the page's geometry once, before it changes anything, and scrolls once, after: reading a size
+// between two changes makes the browser lay the whole page out again, several times a paint.
+function measure() {
+  return {
+    textAtEnd: textBox.scrollTop + textBox.clientHeight >= textBox.scrollHeight - 24,
+    attWidth: attPanel.clientWidth,
+    attTop: attCanvas.getBoundingClientRect().top + window.scrollY, // in the page, wherever it is scrolled to
+    height: window.innerHeight,
+  };
+}
+function scrollToCurrent(geom) {
+  // The text follows the stream (unless the reader scrolled up), and the strip keeps the selected token in view.
+  if (geom.textAtEnd || follow || playing) textBox.scrollTop = textBox.scrollHeight;
+  const cur = strip.querySelector(".wb-sel");
+  if (!cur) return;
+  const box = strip.getBoundingClientRect();
+  const r = cur.getBoundingClientRect();
+  if (r.top < box.top || r.bottom > box.bottom) strip.scrollTop += r.top - box.top - box.height / 2 + r.height / 2;
 }
 
 function draw() {
+  const geom = measure();
   drawStatus();
   drawText();
   drawStrip();
   drawControls();
-  drawIfSeen(attPanel, drawAttention);
+  drawIfSeen(attPanel, drawAttention, geom);
   drawIfSeen(candPanel, drawCandidates);
   drawIfSeen(pipePanel, drawPipeline);
   drawIfSeen(lensPanel, drawLens);
   drawIfSeen(headsPanel, drawHeads);
+  scrollToCurrent(geom);
   wb.dataset.steps = String(stepCount());
   wb.dataset.sel = String(sel);
   wb.dataset.paints = String(Number(wb.dataset.paints) + 1);

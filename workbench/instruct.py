@@ -30,10 +30,10 @@ from collections import Counter
 from typing import Iterable, NamedTuple, Sequence
 
 import torch
-import torch.nn as nn
 
 from workbench.data import HELD_OUT_PLAYS, list_plays, load_play
 from workbench.generate import generate
+from workbench.model import GPT
 from workbench.sampling import SamplingConfig
 from workbench.tokenizers import Tokenizer
 
@@ -191,7 +191,7 @@ def fits(tok: Tokenizer, example: Example, block_size: int) -> bool:
 
 
 def fine_tune(
-    model: nn.Module,
+    model: GPT,
     tok: Tokenizer,
     examples: Sequence[Example],
     steps: int,
@@ -229,7 +229,7 @@ def fine_tune(
 
 @torch.no_grad()
 def answer_scores(
-    model: nn.Module, tok: Tokenizer, examples: Sequence[Example], batch_size: int = 32
+    model: GPT, tok: Tokenizer, examples: Sequence[Example], batch_size: int = 32
 ) -> tuple[list[bool], list[float]]:
     """For each example: would greedy decoding write exactly its answer (end token included), and the answer's loss
     (nats per token, end token included).
@@ -253,7 +253,7 @@ def answer_scores(
     return exact, losses
 
 
-def greedy_answer(model: nn.Module, tok: Tokenizer, question: str, max_new_tokens: int = 16) -> str:
+def greedy_answer(model: GPT, tok: Tokenizer, question: str, max_new_tokens: int = 16) -> str:
     """What the model answers to ``question`` under the template, greedily, up to its end token (without it).  An
     answer that has not ended within ``max_new_tokens`` comes back as far as it got, followed by "..."."""
     ids = generate(model, tok, chat_prompt(question), SamplingConfig(max_new_tokens=max_new_tokens, temperature=0),

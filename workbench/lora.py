@@ -37,8 +37,9 @@ class LoRALinear(nn.Module):
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.r, self.alpha, self.scale = r, alpha, alpha / r
-        self.A = nn.Parameter(torch.empty(r, base.in_features, device=base.weight.device))
-        self.B = nn.Parameter(torch.zeros(base.out_features, r, device=base.weight.device))
+        like = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.A = nn.Parameter(torch.empty(r, base.in_features, **like))
+        self.B = nn.Parameter(torch.zeros(base.out_features, r, **like))
         # A as nn.Linear initialises its weight (Kaiming-uniform): inputs of any width give updates of one size.
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from typing import Any, Callable
 
 import torch
@@ -70,8 +71,7 @@ _SIN_NEGATED = say(
     "the rotation turns the wrong way (by -angle): with cos and sin of +angle, rotate_half(x) is cat(-x2, x1), so "
     "that x1 becomes x1·cos - x2·sin and x2 becomes x2·cos + x1·sin",
     "旋转方向反了（转了 -angle）：cos 和 sin 都取 +angle，rotate_half(x) 是 cat(-x2, x1)，这样 x1 变成 "
-    "x1·cos - x2·sin，x2 变成 x2·cos + x1·sin",
-)
+    "x1·cos - x2·sin，x2 变成 x2·cos + x1·sin")
 _COS_SIN_SWAPPED = say("cos and sin are swapped: at position 0 nothing turns, so cos must be 1 there and sin 0",
                        "cos 和 sin 弄反了：在位置 0 什么都不转，所以那里 cos 应为 1、sin 应为 0")
 
@@ -109,11 +109,14 @@ def _as_pair(result: Any) -> torch.Tensor:
             and all(isinstance(t, torch.Tensor) for t in result)):
         raise Hint(say(f"return the pair (cos, sin) of two tensors, not {type(result).__name__}",
                        f"请返回由两个张量组成的 (cos, sin)，而不是 {type(result).__name__}"))
-    return torch.stack(list(result))  # (2, T, hs); cos and sin of different shapes cannot stack, and say so
+    cos, sin = result
+    if cos.shape != sin.shape:
+        raise Hint(say(f"cos {tuple(cos.shape)} and sin {tuple(sin.shape)} differ in shape: both are (T, head_size)",
+                       f"cos {tuple(cos.shape)} 与 sin {tuple(sin.shape)} 的形状不同：两者都应为 (T, head_size)"))
+    return torch.stack([cos, sin])  # (2, T, hs)
 
 
-def check_rope_tables(rope_tables_fn: Callable[[int, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
-                      ) -> Verdict:
+def check_rope_tables(rope_tables_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Verdict:
     """``rope_tables(head_size, positions, theta) -> (cos, sin)``, each ``(T, head_size)`` in Hugging Face's
     halves layout, against :func:`workbench.model.rope_tables`."""
 
@@ -333,8 +336,7 @@ _TILED = say(
     "the kv heads are repeated in the wrong order, tiled 0, 1, 0, 1 (x.repeat): query head h uses kv head "
     "h // n_rep, so each kv head's copies sit next to each other, 0, 0, 1, 1 (repeat_interleave)",
     "kv 头的重复顺序错了，成了平铺的 0, 1, 0, 1（x.repeat）：第 h 个查询头用的是第 h // n_rep 个 kv 头，所以每个"
-    " kv 头的副本要挨在一起，0, 0, 1, 1（repeat_interleave）",
-)
+    " kv 头的副本要挨在一起，0, 0, 1, 1（repeat_interleave）")
 _REPEAT_KV_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of _repeat_kv_variant that plant it
     _TILED: dict(order="tile"),
     say("nothing was repeated: each of the n_kv heads must appear n_rep times, (B, n_kv, T, hs) -> "
@@ -384,8 +386,7 @@ _NOT_REPEATED = say(
     "q has more heads than k and v, so q @ k^T cannot pair them: repeat each kv head n_rep = n_head // n_kv_head "
     "times first (repeat_kv(k, n_rep), repeat_kv(v, n_rep))",
     "q 的头比 k 和 v 多，q @ k^T 无法一一配对：先把每个 kv 头重复 n_rep = n_head // n_kv_head 次"
-    "（repeat_kv(k, n_rep)、repeat_kv(v, n_rep)）",
-)
+    "（repeat_kv(k, n_rep)、repeat_kv(v, n_rep)）")
 _GQA_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of _gqa_variant that plant it
     _TILED: dict(order="tile"),
     _NOT_REPEATED: dict(repeat=False),  # raises in q @ k^T: the check recognises the error
@@ -394,7 +395,8 @@ _GQA_MISTAKES: dict[Say, dict[str, Any]] = {  # hint -> the switches of _gqa_var
     say("the scores are not scaled: divide q @ k^T by sqrt(head_size)",
         "分数没有缩放：q @ k^T 要除以 sqrt(head_size)"): dict(scaled=False),
 }
-_HEADS_DO_NOT_MATCH = "must match the size of tensor b"  # torch's message when q's and k's head counts differ
+# torch's message when q (B, n_head, ...) meets k or v (B, n_kv_head, ...): the heads, dim 1, differ
+_HEADS_DO_NOT_MATCH = re.compile(r"must match the size of tensor b \(\d+\) at non-singleton dimension 1$")
 
 
 def check_gqa_attention(attention: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Verdict:
@@ -414,7 +416,7 @@ def check_gqa_attention(attention: Callable[[torch.Tensor, torch.Tensor, torch.T
             try:
                 got = _call_keeping_inputs(attention, ["q", "k", "v"], q, k, v)
             except RuntimeError as err:
-                if _HEADS_DO_NOT_MATCH in str(err):
+                if _HEADS_DO_NOT_MATCH.search(str(err)):
                     raise Hint(_NOT_REPEATED) from err
                 raise
             mistakes = _planted(_gqa_variant, _GQA_MISTAKES, q, k, v)

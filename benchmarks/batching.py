@@ -2,7 +2,7 @@
 
 Two contenders, side by side in one run of this script, on the same model, prompt and seeds:
 
-- ``GenerationPool`` (``workbench/workers.py``): ``--pool-size`` worker processes (the app's default, 4), each
+- ``GenerationPool`` (``workbench/workers.py``): ``--pool-size`` worker processes (the app's 4 before batching), each
   generating one sequence alone; the other sessions wait for a free worker;
 - ``BatchedPool`` (``workbench/batch_server.py``): one worker process whose decoding loop steps every session's
   sequence in one forward pass (``workbench/batching.py``).
@@ -34,12 +34,13 @@ import numpy as np
 import torch
 
 from workbench import SamplingConfig, load_model, stream
-from workbench.app.session import APP_CONCURRENCY, step_data
+from workbench.app.session import step_data
 from workbench.batch_server import BatchedPool, default_loops
 from workbench.workers import GenerationPool
 
 SETTINGS = dict(temperature=0.8, top_k=40, top_p=0.95)
 SESSIONS = (1, 4, 16, 32)
+POOL_SIZE = 4  # the app's concurrency, one worker per generation, before batching
 DEFAULT_LOOPS = default_loops(1)  # the app's: one per core for a one-thread model
 TARGET_RATIO, TARGET_FIRST_S = 6.0, 1.0  # at 16 sessions: aggregate vs one session, p95 time to first token
 
@@ -100,8 +101,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=list(SESSIONS),
                         help="concurrent sessions to measure (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per contender and count (default: %(default)s)")
-    parser.add_argument("--pool-size", type=int, default=APP_CONCURRENCY,
-                        help="worker processes of today's pool (default: the app's, %(default)s)")
+    parser.add_argument("--pool-size", type=int, default=POOL_SIZE,
+                        help="worker processes of the pool (default: %(default)s, the app's before batching)")
     parser.add_argument("--loops", type=int, default=DEFAULT_LOOPS,
                         help="decoding loops (worker processes) of the batched pool (default: %(default)s)")
     args = parser.parse_args()

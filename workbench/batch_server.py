@@ -128,7 +128,10 @@ def _work(conn, model: GPT, tok: Tokenizer | None, threads: int) -> None:
         conn.send_bytes(pickle.dumps([(key, item.to_wire() if isinstance(item, Step) else item)
                                       for key, item in items], protocol=pickle.HIGHEST_PROTOCOL))
 
-    _loop(inbox, send, model, tok)
+    try:
+        _loop(inbox, send, model, tok)
+    except (BrokenPipeError, ConnectionResetError):  # the server went away mid-send: nothing left to serve
+        pass
 
 
 # ---- the server's side --------------------------------------------------------------------------------------

@@ -168,6 +168,33 @@ _LORA_MISTAKES: dict[Say, dict[str, bool]] = {  # hint -> the switch of _LoRAVar
         "新建一个权重为 W + delta W 的 nn.Linear，不要动 base"): dict(merge_in_place=True),
 }
 
+def _lora_hint(switch: str) -> Say:
+    """The hint of the planted mistake that ``switch`` (a keyword of _LoRAVariant) plants."""
+    return next(hint for hint, switches in _LORA_MISTAKES.items() if switches.get(switch))
+
+
+_CASES = ((12, 20, 4, 16.0, True), (16, 9, 2, 3.0, False), (24, 24, 8, 8.0, True))  # (in, out, r, alpha, bias)
+
+
+def _scale_inverted(case: tuple[int, int, int, float, bool], state: dict[str, torch.Tensor | None],
+                    x: torch.Tensor, got: torch.Tensor) -> bool:
+    """Whether ``got`` is what the layer computes from ``x`` with these weights (``base.weight``, ``base.bias``,
+    ``A``, ``B``) and the scale r / alpha. The other planted mistakes show earlier: in the layer's parameters, at
+    init, or in merge()."""
+    n_in, n_out, r, alpha, bias = case
+    planted = _LoRAVariant(nn.Linear(n_in, n_out, bias=bias), r, alpha, scale_inverted=True)
+    with torch.no_grad():
+        for name, value in state.items():
+            if value is not None:
+                planted.get_parameter(name).copy_(value)
+        return torch.allclose(planted(x), got, atol=1e-5, rtol=1e-5)
+
+
+def _lora_hint(switch: str) -> Say:
+    """The hint of the planted mistake that ``switch`` (a keyword of _LoRAVariant) plants."""
+    return next(hint for hint, switches in _LORA_MISTAKES.items() if switches.get(switch))
+
+
 _CASES = ((12, 20, 4, 16.0, True), (16, 9, 2, 3.0, False), (24, 24, 8, 8.0, True))  # (in, out, r, alpha, bias)
 
 
@@ -219,7 +246,7 @@ def check_lora_linear(lora_linear: Callable[[nn.Linear, int, float], nn.Module])
                 raise Hint(say("the layer needs two nn.Parameter attributes, A and B",
                                "这一层需要两个 nn.Parameter 属性 A 和 B"))
             if A.shape == (n_in, r) and B.shape == (r, n_out):
-                raise Hint(next(h for h, s in _LORA_MISTAKES.items() if s.get("transposed")))
+                raise Hint(_lora_hint("transposed"))
             if A.shape != (r, n_in) or B.shape != (n_out, r):
                 raise Hint(say(
                     f"A has shape {tuple(A.shape)} and B {tuple(B.shape)}; expected A ({r}, {n_in}) = (r, in_features) "
@@ -229,7 +256,7 @@ def check_lora_linear(lora_linear: Callable[[nn.Linear, int, float], nn.Module])
                 ))
             trainable = {id(p) for p in layer.parameters() if p.requires_grad}
             if any(id(p) in trainable for p in base.parameters()):
-                raise Hint(next(h for h, s in _LORA_MISTAKES.items() if s.get("base_trainable")))
+                raise Hint(_lora_hint("base_trainable"))
             if id(A) not in trainable or id(B) not in trainable:
                 raise Hint(say("A and B must require gradients: they are what fine-tuning trains",
                                "A 和 B 必须需要梯度：微调训练的正是它们"))
@@ -237,7 +264,7 @@ def check_lora_linear(lora_linear: Callable[[nn.Linear, int, float], nn.Module])
             with torch.no_grad():
                 at_init = layer(x)
             if not torch.allclose(at_init, base(x), atol=1e-6, rtol=1e-6):
-                hint = next(h for h, s in _LORA_MISTAKES.items() if s.get("b_random"))
+                hint = _lora_hint("b_random")
                 raise Hint(hint if B.detach().abs().sum() > 0 else say(
                     "at init the layer's output differs from the base layer's, although B is zero: forward is "
                     "base(x) + (alpha / r) * x @ A.T @ B.T",
@@ -260,7 +287,9 @@ def check_lora_linear(lora_linear: Callable[[nn.Linear, int, float], nn.Module])
             out = layer(x)
             if not torch.allclose(out, full(x), atol=1e-5, rtol=1e-5):
                 state = {"base.weight": W, "base.bias": b, "A": A.detach(), "B": B.detach()}
-                raise Hint(_matching_lora_mistake(case, state, x, out.detach()) or say(
+                if _scale_inverted(case, state, x, out.detach()):
+                    raise Hint(_lora_hint("scale_inverted"))
+                raise Hint(say(
                     "with random A and B the output is not F.linear(x, W + (alpha / r) * B @ A, bias); no known "
                     "mistake matches",
                     "A 和 B 随机时，输出不等于 F.linear(x, W + (alpha / r) * B @ A, bias)；没有已知错误与之吻合"))
@@ -270,7 +299,7 @@ def check_lora_linear(lora_linear: Callable[[nn.Linear, int, float], nn.Module])
             (full(x) * weights).sum().backward()
             G = full.weight.grad
             if base.weight.grad is not None:
-                raise Hint(next(h for h, s in _LORA_MISTAKES.items() if s.get("base_trainable")))
+                raise Hint(_lora_hint("base_trainable"))
             for name, got, want in (("B", B.grad, (alpha / r) * G @ A.detach().T),
                                     ("A", A.grad, (alpha / r) * B.detach().T @ G)):
                 if got is None or not torch.allclose(got, want, atol=1e-4, rtol=1e-4):
@@ -288,7 +317,7 @@ def check_lora_linear(lora_linear: Callable[[nn.Linear, int, float], nn.Module])
                 after = layer(x)
                 if not torch.allclose(after, out, atol=1e-5, rtol=1e-5):
                     # What merging in place does: the base now holds W + delta W, and forward adds delta W again.
-                    raise Hint(next(h for h, s in _LORA_MISTAKES.items() if s.get("merge_in_place")))
+                    raise Hint(_lora_hint("merge_in_place"))
                 if not torch.allclose(merged(x), out, atol=1e-5, rtol=1e-5):
                     raise Hint(say("the merged layer computes something else: its weight is W + (alpha / r) * B @ A "
                                    "and its bias the base's",

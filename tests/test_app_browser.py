@@ -11,11 +11,16 @@ from __future__ import annotations
 import random
 import re
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from screenshot import take_screenshot
+from tiny_llama import save_tiny_llama
 from workbench import load_model
 from workbench.app import build_app, serve
 
@@ -350,3 +355,46 @@ def assert_stayed_local(page: Page, url: str) -> None:
     """Every request the page made went to the app's own server (data: and blob: URLs never leave the page)."""
     outside = [u for u in page.requests if not u.startswith((url.rstrip("/"), "data:", "blob:"))]
     assert page.requests and outside == []
+
+
+def test_the_cli_app_on_an_hf_llama_directory_shows_every_view(browser, tmp_path):
+    """``python -m workbench app --model <a Llama-family directory>``, as a user runs it: a tiny random Llama (RoPE,
+    RMSNorm, SwiGLU, 2 kv heads for 4 query heads) saved by Hugging Face, streamed in the page with every view."""
+    save_tiny_llama(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "app.log", "w+")
+    server = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--model", str(tmp_path), "--device", "cpu",
+                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "app.log").read_text()
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                assert time.time() < deadline, "the app did not answer within 120 s"
+                time.sleep(0.5)
+        page = open_page(browser, url, height=1400)  # every view in sight
+        generate(page, "ROMEO:", 40)
+        assert wait_end(page) == "done"
+        last = page.evaluate(SNAPSHOT)
+        assert last["steps"] == 40
+        assert len(last["lens"].split()) >= 2 * 2  # two layers, after attention and after the MLP
+        assert page.locator(".wb-head-box canvas").count() == 4  # one map per query head
+        assert "step 39" in page.locator(".wb-att .wb-panel-title").inner_text()
+        page.locator(".wb-strip .wb-tok:not(.wb-tok-prompt)").first.click()  # the first new token: every view moves
+        expect(page.locator(".wb-att .wb-panel-title")).to_contain_text("step 0")
+        first = page.evaluate(SNAPSHOT)
+        for view in VIEWS:
+            assert first[view] != last[view], f"{view} did not follow the chosen step"
+        assert page.errors == []
+        assert_stayed_local(page, url)
+        page.context.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

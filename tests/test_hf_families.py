@@ -15,11 +15,6 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
-    MistralForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
 )
 
 from workbench import GPT, GPTConfig, SamplingConfig, generate, load_model, save_checkpoint, stream
@@ -29,12 +24,8 @@ from workbench.hf import HFLoadError, config_from_hf, hf_family
 from workbench.model import KVCache, RMSNorm
 from workbench.tokenizers import BPETokenizer, HFTokenizer
 
-FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "mistral": (MistralConfig, MistralForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-}
+from tiny_llama import CONTEXT, FAMILIES, TEXT, VOCAB, random_hf, save_tiny_llama
+
 # (id, family, query heads, kv heads, more HF settings). Width 64 throughout, so 8 heads are 8 wide.
 SHAPES = [
     ("llama-mha-untied", "llama", 4, 4, dict(tie_word_embeddings=False)),
@@ -47,28 +38,6 @@ SHAPES = [
     ("qwen3-gqa2-wide-heads", "qwen3", 4, 2, dict(head_dim=32)),  # heads wider than 64 / 4, as in Qwen3-0.6B
     ("qwen3-mha-tied", "qwen3", 4, 4, dict(tie_word_embeddings=True)),
 ]
-VOCAB, CONTEXT = 97, 64
-TEXT = "ROMEO: But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n" * 4
-
-
-def random_hf(family: str, heads: int, kv_heads: int, vocab: int = VOCAB, seed: int = 0, **settings):
-    """A random HF model of ``family``, with every norm weight and bias perturbed (HF starts them at 1 and 0, where a
-    mix-up of two of them would not show)."""
-    config_cls, model_cls = FAMILIES[family]
-    torch.manual_seed(seed)
-    config = config_cls(
-        vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, max_position_embeddings=CONTEXT, rms_norm_eps=1e-6, bos_token_id=0,
-        eos_token_id=0, attn_implementation="eager", **settings,
-    )
-    model = model_cls(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
-
-
 def shape_id(shape: tuple) -> str:
     return shape[0]
 
@@ -281,14 +250,8 @@ def test_checkpoint_round_trip(tmp_path, tied):
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    """An HF Llama directory as ``save_pretrained`` writes it, with a byte-level BPE ``tokenizer.json`` (trained here)
-    and a ``tokenizer_config.json`` naming its special tokens, as real Llama-family repositories have."""
-    bpe = BPETokenizer.train(TEXT, vocab_size=300)
-    tok = HFTokenizer(bpe._tk, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"})
-    hf = random_hf("llama", 4, 2, vocab=tok.vocab_size, seed=7)
     directory = tmp_path_factory.mktemp("tiny-llama")
-    hf.save_pretrained(directory)
-    tok.save(directory)
+    hf, bpe = save_tiny_llama(directory)
     return directory, hf, bpe
 
 

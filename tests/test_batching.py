@@ -8,14 +8,17 @@ runs of 40 tokens slide their window inside the batch.
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from workbench import GPT, GPTConfig, SamplingConfig, stream
+from workbench import GPT, GPTConfig, SamplingConfig, save_checkpoint, stream
 from workbench.app.session import step_data
 from workbench.batch_sampling import pick_rows
 from workbench.batch_server import BatchedPool, PoolBusy
@@ -28,6 +31,7 @@ TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nFirst Citize
 PROMPTS = ["ROMEO:", "But soft, what light", "F", "To be, or not to be. To be, or not"]  # 6, 20, 1 and 34 tokens
 FAILSAFE = 60  # seconds a test waits for an event; never reached when the code under test works
 TOLERANCE = 1e-5  # rows computed together equal a lone row to rounding
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_model(tok: CharTokenizer, **switches) -> GPT:
@@ -172,7 +176,7 @@ def test_a_stop_string_or_an_error_ends_only_its_own_sequence(model, tok, monkey
     fails = decoder._where["fails"][1].decoder
     calls = []
 
-    def broken_pick(logits):  # the third step of this sequence fails, as a bug in its own settings would
+    def broken_pick(logits):  # this sequence's next pick fails, as a bug in its own settings would
         calls.append(1)
         raise RuntimeError("broken on purpose")
 
@@ -346,6 +350,11 @@ def test_load_thirty_two_sessions_get_their_solo_outputs(model, tok, capsys):
 
     threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
     try:
+        warm = [pool.stream("R", settings(0, n=2)) for _ in range(2)]  # both workers up before the clock starts
+        for steps in warm:
+            next(steps)
+        for steps in warm:
+            list(steps)
         for t in threads:
             t.start()
         start.wait()
@@ -366,6 +375,20 @@ def test_load_thirty_two_sessions_get_their_solo_outputs(model, tok, capsys):
               f"token p50 {np.percentile(list(first.values()), 50) * 1000:.0f} ms, p95 "
               f"{np.percentile(list(first.values()), 95) * 1000:.0f} ms; finish p50 "
               f"{statistics.median(finish.values()):.2f} s, p95 {np.percentile(list(finish.values()), 95):.2f} s")
+
+
+def test_the_benchmark_runs_on_a_tiny_model(model, tok, tmp_path):
+    save_checkpoint(model, tok, tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "batching.py"), "--model", str(tmp_path), "--sessions", "1", "3",
+         "--runs", "1", "--new-tokens", "5", "--pool-size", "1", "--loops", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| pool", "| batched"))]
+    assert [row.split("|")[1:3] for row in rows] == [
+        [" pool (1 workers) ", " 1 "], [" batched ", " 1 "], [" pool (1 workers) ", " 3 "], [" batched ", " 3 "]]
+    assert "batched, 3 sessions: 0 of 3 seeded sequences differ" in out.stdout
 
 
 # ---- CUDA: run wherever it exists ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ with the sequence's own generator, as the solo pipeline draws, so a seed gives t
 
 Row for row the stages are the solo pipeline's operations on the same numbers (a softmax, a top-k threshold, a
 sorted cumulative sum), so they give the solo pipeline's probabilities; the tests compare them. Sequences with a
-repetition penalty or banned tokens, rare in a class, take the solo pipeline (``pick_rows`` leaves them out).
+repetition penalty or banned tokens, rare in a class, take the solo pipeline (:func:`batchable` tells which).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Serving the batched decoder: one decoding loop for every session, fed by a server's requests.
+"""Serving the batched decoder: decoding loops shared by every session, fed by a server's requests.
 
 :class:`BatchedPool` has the interface of :class:`workbench.workers.GenerationPool` (``stream(prompt, cfg,
-view=None)`` and ``close()``), so an app switches between them in one line. Behind it one loop runs a
+view=None)`` and ``close()``), so an app switches between them in one line. Behind it each loop runs a
 :class:`~workbench.batching.BatchedDecoder`: it takes the requests that arrived, prefills them, steps the whole
 batch once and sends each sequence's step (or ``view(step)``, computed in the loop) to its request, again and
-again. Where the loop runs:
+again. Where the loops run:
 
 * on the CPU, in worker processes (``process=True``, the default there): the server's Python work must not share
   an interpreter lock with the model (see :mod:`workbench.workers`). The model's weights are shared with them,
@@ -13,14 +13,14 @@ again. Where the loop runs:
   would gain from a second thread;
 * on a GPU, on a thread of the server's process (the GPU does the work, not the interpreter).
 
-Limits, all checked when :meth:`BatchedPool.stream` is called, so that a request over one is refused at once:
-``max_batch`` sequences decode together; ``max_tokens`` cache positions (each sequence holds up to its prompt plus
-its new tokens, at most the context) are held by the batch at most; a request that fits neither now waits, in
-order of arrival, and at most ``max_waiting`` wait. A request that alone needs more than ``max_tokens`` is refused
-(:class:`ValueError`); one that finds ``max_waiting`` requests waiting is refused as busy (:class:`PoolBusy`).
+Limits: ``max_batch`` sequences decode together; ``max_tokens`` cache positions (each sequence holds up to its
+prompt plus its new tokens, at most the context) are held at most; a request that does not fit now waits, in order
+of arrival, and at most ``max_waiting`` wait. Refusals come when :meth:`BatchedPool.stream` is called, before any
+work: a request that alone needs more than ``max_tokens`` (:class:`ValueError`), or that finds ``max_waiting``
+requests waiting (:class:`PoolBusy`), each with a message that says so.
 
-Stop, a vanished client (closing the iterator) and an error end only their own sequence; if the worker process
-dies, the requests in flight fail with a message and a new worker takes the next ones.
+Stop, a vanished client (closing the iterator) and an error end only their own sequence; if a worker process
+dies, its requests in flight fail with a message and a new worker takes its place.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class _Loop:
                                                name="workbench-batch", daemon=True)
             self.worker.start()
             child.close()
-            self.send = self.conn.send
+            self._send = self.conn.send
         else:
             requests: queue.SimpleQueue = queue.SimpleQueue()
             self.results: queue.SimpleQueue = queue.SimpleQueue()
@@ -159,11 +159,22 @@ class _Loop:
                     messages.append(requests.get())
                 return messages
 
-            self.send = requests.put
+            self._send = requests.put
             self.worker = threading.Thread(target=self._in_thread, args=(inbox,), name="workbench-batch",
                                            daemon=True)
             self.worker.start()
+        # Sends take a lock of their own, never the pool's: a send may wait for the worker to read, and the worker
+        # may be waiting for the router, which needs the pool's lock.
+        self._sending = threading.Lock()
         threading.Thread(target=pool._route, args=(self,), name="workbench-batch-route", daemon=True).start()
+
+    def post(self, message: tuple | None) -> None:
+        """Send the loop a request, a stop or (``None``) the end; a loop that is gone is left to its router."""
+        with self._sending:
+            try:
+                self._send(message)
+            except (BrokenPipeError, OSError):
+                pass
 
     def _in_thread(self, inbox: Callable[[bool], list]) -> None:
         try:
@@ -179,13 +190,6 @@ class _Loop:
             return pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
             return None
-
-    def stop(self) -> None:
-        """Ask the loop to end (call it under the pool's lock, like every send)."""
-        try:
-            self.send(None)
-        except (BrokenPipeError, OSError):
-            pass
 
     def join(self) -> None:
         """Wait a little for the loop to end; then end a worker process that did not."""
@@ -305,7 +309,7 @@ class BatchedPool:
                 loop.keys.add(key)
                 self._running[key] = (items, need)
                 self._held += need
-                loop.send(("start", key, prompt, cfg, view))
+            loop.post(("start", key, prompt, cfg, view))
             while True:
                 item = items.get()
                 if isinstance(item, str) and item == _END:
@@ -320,11 +324,9 @@ class BatchedPool:
                 if ticket in self._waiting:  # closed before its turn came
                     self._waiting.remove(ticket)
                     self._lock.notify_all()
-                if key is not None and not finished and not self._closed and key in loop.keys:
-                    try:  # closed early: the loop ends this sequence after its current step and sends its end
-                        loop.send(("stop", key))
-                    except (BrokenPipeError, OSError):
-                        pass
+                stop = key is not None and not finished and not self._closed and key in loop.keys
+            if stop:  # closed early: the loop ends this sequence after its current step and sends its end
+                loop.post(("stop", key))
 
     def close(self) -> None:
         """Stop the loops; a generation under way ends after its current step, as a stopped one would."""
@@ -332,7 +334,7 @@ class BatchedPool:
             self._closed = True
             self._lock.notify_all()
             loops = list(self._loops)
-            for loop in loops:
-                loop.stop()
+        for loop in loops:
+            loop.post(None)
         for loop in loops:
             loop.join()

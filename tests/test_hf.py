@@ -9,6 +9,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from workbench import GPT
 from workbench.hf import HFLoadError, from_hf
 
+from tiny_llama import max_differences
+
 # (vocab, context, width, layers, heads): includes 5 heads of 16 and 3 heads of 32, not powers of two.
 HF_SHAPES = [
     (101, 64, 80, 3, 5),
@@ -50,12 +52,7 @@ def test_logits_and_attention_match_hf(shape):
     ours = GPT.from_hf(hf).eval()
     vocab, ctx = shape[0], shape[1]
     idx = torch.randint(0, vocab, (2, ctx))
-    with torch.no_grad():
-        ref = hf(idx, output_attentions=True)
-        logits = ours(idx)
-        _, trace = ours.run_with_trace(idx)
-    logit_diff = (logits - ref.logits).abs().max().item()
-    attn_diff = max((trace.attention[i] - a).abs().max().item() for i, a in enumerate(ref.attentions))
+    logit_diff, attn_diff = max_differences(ours, hf, idx)
     print(f"\nHF equivalence {shape}: logits max|diff| = {logit_diff:.2e}, attention max|diff| = {attn_diff:.2e}")
     assert logit_diff <= 1e-4
     assert attn_diff <= 1e-5

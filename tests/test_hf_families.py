@@ -24,7 +24,7 @@ from workbench.hf import HFLoadError, config_from_hf, hf_family
 from workbench.model import KVCache, RMSNorm
 from workbench.tokenizers import BPETokenizer, HFTokenizer
 
-from tiny_llama import CONTEXT, FAMILIES, TEXT, VOCAB, random_hf, save_tiny_llama
+from tiny_llama import CONTEXT, FAMILIES, TEXT, VOCAB, max_differences, random_hf, save_tiny_llama
 
 # (id, family, query heads, kv heads, more HF settings). Width 64 throughout, so 8 heads are 8 wide.
 SHAPES = [
@@ -60,12 +60,7 @@ def test_logits_and_attention_match_hf(shape):
     ours = GPT.from_hf(hf).eval()
     assert ours.config.kv_heads == kv_heads and ours.config.tie_embeddings == hf.config.tie_word_embeddings
     idx = torch.randint(0, VOCAB, (2, CONTEXT))
-    with torch.no_grad():
-        ref = hf(idx, output_attentions=True)
-        logits = ours(idx)
-        _, trace = ours.run_with_trace(idx)
-    logit_diff = (logits - ref.logits).abs().max().item()
-    attn_diff = max((trace.attention[i] - a).abs().max().item() for i, a in enumerate(ref.attentions))
+    logit_diff, attn_diff = max_differences(ours, hf, idx)
     print(f"\n{name}: logits max|diff| = {logit_diff:.2e}, attention max|diff| = {attn_diff:.2e}")
     assert logit_diff <= 1e-4
     assert attn_diff <= 1e-5

@@ -1,5 +1,5 @@
-"""Tiny random Llama-family models, built offline from Hugging Face configs, for the tests of the model families and
-of the app on them."""
+"""Tiny random Hugging Face models built offline from configs (Llama, Mistral, Qwen2, Qwen3), and the comparison of
+ours with theirs, for the tests of the model families, of GPT-2's import and of the app on a Llama directory."""
 
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def save_tiny_llama(directory: Path) -> tuple[LlamaForCausalLM, BPETokenizer]:
     hf.save_pretrained(directory)
     tok.save(directory)
     return hf, bpe
+
+
+def max_differences(ours, hf, idx: torch.Tensor) -> tuple[float, float]:
+    """Largest |difference| of the logits and of every layer's attention pattern between our model and ``hf``'s on
+    ``idx`` (``hf`` loaded with eager attention, so that it returns its patterns)."""
+    with torch.no_grad():
+        ref = hf(idx, output_attentions=True)
+        logits = ours(idx)
+        _, trace = ours.run_with_trace(idx)
+    logit_diff = (logits - ref.logits).abs().max().item()
+    attn_diff = max((trace.attention[i] - a).abs().max().item() for i, a in enumerate(ref.attentions))
+    return logit_diff, attn_diff

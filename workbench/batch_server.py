@@ -43,6 +43,7 @@ from workbench.model import GPT
 from workbench.records import Step
 from workbench.sampling import SamplingConfig
 from workbench.tokenizers import Tokenizer
+from workbench.workers import start_ignoring_ctrl_c
 
 DEFAULT_MAX_BATCH = 32  # a class: thirty students pressing Generate at once
 DEFAULT_MAX_TOKENS = 16_384  # cache positions: 150 MB for the shipped model, 1.2 GB for GPT-2 small
@@ -146,7 +147,7 @@ class _Loop:
             self.conn, child = pool.context.Pipe()
             self.worker = pool.context.Process(target=_work, args=(child, pool.model, pool.tok, pool.threads),
                                                name="workbench-batch", daemon=True)
-            self.worker.start()
+            start_ignoring_ctrl_c(self.worker)
             child.close()
             self._send = self.conn.send
         else:

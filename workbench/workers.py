@@ -19,6 +19,7 @@ import ctypes
 import pickle
 import queue
 import signal
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -58,6 +59,24 @@ def _work(conn, stop, model: GPT, tok: Tokenizer | None, threads: int) -> None:
         conn.send_bytes(pickle.dumps(_END))
 
 
+def start_ignoring_ctrl_c(process) -> None:
+    """Start a worker process that ignores SIGINT from its first instruction, not only once its loop runs.
+
+    Ctrl+C in a terminal reaches the whole process group. A worker still importing torch when it comes would die with
+    a traceback in the server's log; the server ends its workers itself. An ignored signal stays ignored across the
+    ``exec`` of a spawned process, and Python then installs no handler of its own. Only the main thread may change
+    a signal's handler: a worker started from another thread (a replacement) ignores SIGINT once its loop runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Worker:
     def __init__(self, context, model: GPT, tok: Tokenizer | None, threads: int) -> None:
         self.conn, child = context.Pipe()
@@ -67,7 +86,7 @@ class _Worker:
         self.process = context.Process(
             target=_work, args=(child, self.stop, model, tok, threads), name="workbench-generate", daemon=True
         )
-        self.process.start()
+        start_ignoring_ctrl_c(self.process)
         child.close()
 
 

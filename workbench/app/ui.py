@@ -322,8 +322,9 @@ def build_app(
 
     _name_missing_inputs(demo)
     demo.queue(max_size=QUEUE_PER_WORKER * concurrency, default_concurrency_limit=concurrency)
-    if pool:
-        weakref.finalize(demo, pool.close)  # also runs when the process exits
+    # Ends every generation under way and the workers: when the process exits, or (launch) as soon as the server
+    # has stopped, so that Ctrl+C does not wait for the generations under way to finish.
+    demo.end_generations = weakref.finalize(demo, pool.close) if pool else lambda: None
     return demo
 
 
@@ -417,5 +418,7 @@ def launch(
     demo = build_app(loaded, tok, model_name=model, max_new_tokens_cap=max_new_tokens_cap, concurrency=concurrency,
                      workers=workers)
     serve(demo, host=host, port=port, share=share, prevent_thread_lock=prevent_thread_lock)
+    if not prevent_thread_lock:  # the server ran until stopped (Ctrl+C) and has stopped
+        demo.end_generations()
     return demo
 

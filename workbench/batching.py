@@ -76,6 +76,9 @@ class RowCache(KVCache):
     def _sync(self) -> None:
         self.batch_size = len(self.lengths)
         self.length = max(self.lengths, default=0)
+        # Every row as long as the longest (one sequence alone, say): then each new token is written at one slot for
+        # all rows, and no key needs masking, as in the plain cache (its fastest attention kernel takes no mask).
+        self.aligned = min(self.lengths, default=0) == self.length
         self._index: tuple[torch.Tensor, torch.Tensor] | None = None  # (rows, lengths) as tensors, made on demand
 
     def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,20 +121,27 @@ class RowCache(KVCache):
         self._one_token(T)
         return self._tensors()[1][:, None]
 
-    def key_mask(self, T: int) -> torch.Tensor:
-        """``(B, 1, 1, length + 1)``: row ``b``'s new query sees its ``lengths[b]`` stored keys and its own."""
+    def key_mask(self, T: int) -> torch.Tensor | None:
+        """``(B, 1, 1, length + 1)``: row ``b``'s new query sees its ``lengths[b]`` stored keys and its own (None when
+        the rows are aligned: every query sees every key)."""
         self._one_token(T)
+        if self.aligned:
+            return None
         slots = torch.arange(self.length + 1, device=self.device)
         return (slots <= self._tensors()[1][:, None])[:, None, None]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write each row's new key/value at that row's length; return every row's keys/values over the longest."""
         self._one_token(k.shape[2])
-        rows, at = self._tensors()
-        self._k[layer, rows, :, at] = k[:, :, 0]  # (B, n_kv, hs) at (row b, slot lengths[b])
-        self._v[layer, rows, :, at] = v[:, :, 0]
-        end = self.length + 1
-        return self._k[layer, : self.batch_size, :, :end], self._v[layer, : self.batch_size, :, :end]
+        B, end = self.batch_size, self.length + 1
+        if self.aligned:
+            self._k[layer, :B, :, self.length : end] = k
+            self._v[layer, :B, :, self.length : end] = v
+        else:
+            rows, at = self._tensors()
+            self._k[layer, rows, :, at] = k[:, :, 0]  # (B, n_kv, hs) at (row b, slot lengths[b])
+            self._v[layer, rows, :, at] = v[:, :, 0]
+        return self._k[layer, :B, :, :end], self._v[layer, :B, :, :end]
 
     def advance(self, T: int) -> None:
         self.lengths = [n + T for n in self.lengths]

@@ -595,10 +595,17 @@ def test_served_app_logs_bad_input_as_one_line_and_stops_cleanly(tiny, tmp_path,
 
     save_checkpoint(*tiny, tmp_path)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--model", str(tmp_path), "--port",
-                               str(port), "--concurrency", "4", "--max-new-tokens-cap", str(CAP)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+    # The server starts with Ctrl+C live, as from a terminal, even when these tests run as a background job: a shell
+    # starts those with SIGINT ignored, a child inherits an ignored signal across exec, and Python then never turns
+    # SIGINT into KeyboardInterrupt. A handler (not an ignore) is reset to the default by exec.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        server = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--model", str(tmp_path), "--port",
+                                   str(port), "--concurrency", "4", "--max-new-tokens-cap", str(CAP)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     try:
         deadline = time.time() + 120
         while True:

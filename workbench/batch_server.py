@@ -3,8 +3,10 @@
 :class:`BatchedPool` has the interface of :class:`workbench.workers.GenerationPool` (``stream(prompt, cfg,
 view=None)`` and ``close()``), so an app switches between them in one line. Behind it each loop runs a
 :class:`~workbench.batching.BatchedDecoder`: it takes the requests that arrived, prefills them, steps the whole
-batch once and sends each sequence's step (or ``view(step)``, computed in the loop) to its request, again and
-again. Where the loops run:
+batch once and sends each sequence's step to its request, again and again; a request's ``view(step)`` runs on
+the server's side, on the request's own thread, so that the loop spends its time on the model (a worker sends a
+step in its compact wire form, :meth:`~workbench.records.Step.to_wire`, cheaper to make than any view of it).
+Where the loops run:
 
 * on the CPU, in worker processes (``process=True``, the default there): the server's Python work must not share
   an interpreter lock with the model (see :mod:`workbench.workers`). The model's weights are shared with them,
@@ -32,6 +34,7 @@ import pickle
 import queue
 import signal
 import threading
+import time
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import torch
@@ -48,6 +51,7 @@ from workbench.workers import start_ignoring_ctrl_c
 DEFAULT_MAX_BATCH = 32  # a class: thirty students pressing Generate at once
 DEFAULT_MAX_TOKENS = 16_384  # cache positions: 150 MB for the shipped model, 1.2 GB for GPT-2 small
 DEFAULT_MAX_WAITING = 64
+SEND_SECONDS = 0.02  # a loop sends the steps in the middle of a run at most this long after making them
 
 _END = "end"  # what the loop sends after a sequence's last step (or its error)
 
@@ -67,46 +71,45 @@ def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GP
     """Take requests, step the batch, send what it made, until told to stop (``None``) or the server is gone.
 
     ``inbox(block)`` returns the messages that arrived (waiting for one when ``block``); ``send(items)`` sends a
-    list of ``(key, item)``: an item is a step (or what the request's view made of it), an exception, or ``_END``.
+    list of ``(key, item)``: an item is a step, an exception, or ``_END``. Steps in the middle of a run wait up to
+    ``SEND_SECONDS`` to go out together (one message instead of several: less work for both sides, and the
+    server's frames gather steps for longer anyway); a run's first step, its end and an error go out at once.
     """
     decoder = BatchedDecoder(model, tok)
-    views: dict[Hashable, Callable[[Step], Any] | None] = {}
+    items: list = []
+    sent_at = time.perf_counter()
 
-    def out(emitted: Emitted, items: list) -> None:
+    def out(emitted: Emitted) -> bool:
+        """Queue what a sequence made; True when it must go out now."""
         if emitted.error is not None:
             items.append((emitted.key, emitted.error))
         elif emitted.step is not None:
-            view = views[emitted.key]
-            try:
-                items.append((emitted.key, emitted.step if view is None else view(emitted.step)))
-            except Exception as err:  # noqa: BLE001 - the view failed for this request only
-                items.append((emitted.key, err))
-                decoder.remove(emitted.key)
-                emitted.last = True
+            items.append((emitted.key, emitted.step))
         if emitted.last:
             items.append((emitted.key, _END))
-            views.pop(emitted.key, None)
+        return emitted.last or emitted.error is not None or (emitted.step is not None and emitted.step.index == 0)
 
     while True:
-        items: list = []
-        for message in inbox(len(decoder) == 0):
+        urgent = False
+        for message in inbox(len(decoder) == 0 and not items):
             if message is None:
                 return
             kind, key, *rest = message
             if kind == "start":
-                prompt, cfg, view = rest
-                views[key] = view
+                prompt, cfg = rest
                 try:
-                    out(decoder.add(key, prompt, cfg), items)
+                    urgent |= out(decoder.add(key, prompt, cfg))
                 except Exception as err:  # noqa: BLE001 - bad input ends this request only
-                    out(Emitted(key, error=err, last=True), items)
-            elif kind == "stop" and key in views:
+                    urgent |= out(Emitted(key, error=err, last=True))
+            elif kind == "stop" and key in decoder:
                 decoder.remove(key)
-                out(Emitted(key, last=True), items)
+                urgent |= out(Emitted(key, last=True))
         for emitted in decoder.step():
-            out(emitted, items)
-        if items:
+            urgent |= out(emitted)
+        if items and (urgent or not len(decoder) or time.perf_counter() - sent_at >= SEND_SECONDS):
             send(items)
+            items = []
+            sent_at = time.perf_counter()
 
 
 def _work(conn, model: GPT, tok: Tokenizer | None, threads: int) -> None:
@@ -204,7 +207,7 @@ class BatchedPool:
 
     ``loops`` decoding loops share the sessions: a new request joins the loop with the fewest. By default, in
     worker processes, one per ``threads`` cores (:func:`default_loops`): on a CPU with several cores, one loop per
-    core, each on one thread, keeps every core busy with the whole step (the model, the sampling, the views), not
+    core, each on one thread, keeps every core busy with the whole step (the model, the sampling, the capture), not
     only its matrix products; on a thread of the server (``process=False``, a GPU), one.
     """
 
@@ -270,8 +273,8 @@ class BatchedPool:
 
     def stream(self, prompt: str | Sequence[int], cfg: SamplingConfig,
                view: Callable[[Step], Any] | None = None) -> Iterator[Any]:
-        """Like :func:`workbench.generate.stream` with full capture, decoded in a batch; with ``view`` (a
-        module-level function, so that it pickles by name), ``view(step)`` for each step, computed in the loop.
+        """Like :func:`workbench.generate.stream` with full capture, decoded in a batch; with ``view``,
+        ``view(step)`` for each step, computed on the caller's side (an exception from it ends this request).
 
         Raises at once, before any work: ``ValueError`` for a bad prompt or one that alone needs more than
         ``max_tokens`` cache positions, :class:`PoolBusy` when ``max_waiting`` requests already wait."""
@@ -310,7 +313,7 @@ class BatchedPool:
                 loop.keys.add(key)
                 self._running[key] = (items, need)
                 self._held += need
-            loop.post(("start", key, prompt, cfg, view))
+            loop.post(("start", key, prompt, cfg))
             while True:
                 item = items.get()
                 if isinstance(item, str) and item == _END:
@@ -318,8 +321,8 @@ class BatchedPool:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                # From a worker process a step comes as its wire form; a view's result comes as it is.
-                yield Step.from_wire(item, self.tok) if view is None and self.process else item
+                step = Step.from_wire(item, self.tok) if self.process else item  # from a worker: its wire form
+                yield step if view is None else view(step)
         finally:
             with self._lock:
                 if ticket in self._waiting:  # closed before its turn came

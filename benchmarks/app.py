@@ -309,6 +309,10 @@ def main() -> None:
     print(row("app via `gradio_client`, every view on", [a[:2] for a in app]))
     if painted:
         print(row("app in Chromium, tokens painted, every view on", [(p.first, p.all_tokens) for p in painted]))
+    print("\nEach round's tok/s while streaming (bare, client" + (", browser" if painted else "") + "): " + "; ".join(
+        "/".join(fmt(rates[1], ".0f") for rates in round_rates)
+        for round_rates in zip(bare_rates, per_round([a[:2] for a in app]),
+                               *([per_round([(p.first, p.all_tokens) for p in painted])] if painted else []))))
     views = statistics.median((r[3] - r[1]) * 1000 for r in app)
     print(f"\nThrough `gradio_client`, the last frame (every view redrawn at the last step) arrives {views:.0f} ms "
           "after the last token.")

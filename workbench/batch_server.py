@@ -89,6 +89,14 @@ def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GP
             items.append((emitted.key, _END))
         return emitted.last or emitted.error is not None or (emitted.step is not None and emitted.step.index == 0)
 
+    def flush(urgent: bool) -> None:
+        """Send what is queued if it must go now, if the batch is empty, or if SEND_SECONDS passed since the last send."""
+        nonlocal items, sent_at
+        if items and (urgent or not len(decoder) or time.perf_counter() - sent_at >= SEND_SECONDS):
+            send(items)
+            items = []
+            sent_at = time.perf_counter()
+
     while True:
         urgent = False
         for message in inbox(len(decoder) == 0 and not items):
@@ -104,12 +112,8 @@ def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GP
             elif kind == "stop" and key in decoder:
                 decoder.remove(key)
                 urgent |= out(Emitted(key, last=True))
-        for emitted in decoder.step():
-            urgent |= out(emitted)
-        if items and (urgent or not len(decoder) or time.perf_counter() - sent_at >= SEND_SECONDS):
-            send(items)
-            items = []
-            sent_at = time.perf_counter()
+        flush(urgent)  # a first step goes out before the batch's next step, not after it
+        flush(any([out(emitted) for emitted in decoder.step()]))  # a list: every sequence's output is queued
 
 
 def _work(conn, model: GPT, tok: Tokenizer | None, threads: int) -> None:

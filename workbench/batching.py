@@ -89,7 +89,7 @@ class RowCache(KVCache):
 
     def add_row(self, solo: KVCache) -> int:
         """Copy a one-sequence cache into a new last row (growing the buffers when full); return the row."""
-        if self.batch_size == self._k.shape[1]:
+        if self.batch_size == self.capacity:
             self._grow()
         row, n = self.batch_size, solo.length
         self._k[:, row, :, :n] = solo._k[:, 0, :, :n]
@@ -109,8 +109,13 @@ class RowCache(KVCache):
         self.lengths.pop()
         self._sync()
 
+    @property
+    def capacity(self) -> int:
+        """Rows the cache has room for."""
+        return self._k.shape[1]
+
     def _grow(self) -> None:
-        bigger = RowCache(self.config, 2 * self._k.shape[1], self.device, self._k.dtype)
+        bigger = RowCache(self.config, 2 * self.capacity, self.device, self._k.dtype)
         used = self.batch_size
         bigger._k[:, :used], bigger._v[:, :used] = self._k[:, :used], self._v[:, :used]
         self._k, self._v = bigger._k, bigger._v
@@ -175,10 +180,10 @@ class _Group:
     """Sequences that ablate the same heads, so that one forward pass serves them all: row ``b`` of ``cache``
     is ``sequences[b]``."""
 
-    def __init__(self, model: GPT, ablate: tuple[tuple[int, int], ...]) -> None:
+    def __init__(self, model: GPT, ablate: tuple[tuple[int, int], ...], cache: RowCache | None = None) -> None:
         weight = model.transformer.wte.weight
         self.ablate = list(ablate)
-        self.cache = RowCache(model.config, FIRST_ROWS, weight.device, weight.dtype)
+        self.cache = cache if cache is not None else RowCache(model.config, FIRST_ROWS, weight.device, weight.dtype)
         self.sequences: list[_Sequence] = []
 
     def add(self, seq: _Sequence) -> None:
@@ -207,6 +212,9 @@ class BatchedDecoder:
                          else nullcontext())
         self._groups: dict[tuple[tuple[int, int], ...], _Group] = {}
         self._where: dict[Hashable, tuple[_Group, _Sequence]] = {}
+        # The cache of the last group that emptied, for the next group: a lone sequence (a class of one, a demo)
+        # joins an empty batch every time, and a new cache costs its first token a few milliseconds of zeroing.
+        self._spare: RowCache | None = None
 
     def __len__(self) -> int:
         return len(self._where)
@@ -228,7 +236,8 @@ class BatchedDecoder:
             return Emitted(key, step, last=True)
         ablated = tuple(sorted(set(decoder.ablate)))
         if ablated not in self._groups:
-            self._groups[ablated] = _Group(self.model, ablated)
+            self._groups[ablated] = _Group(self.model, ablated, self._spare)
+            self._spare = None
         group = self._groups[ablated]
         seq = _Sequence(key, decoder)
         group.add(seq)
@@ -246,6 +255,8 @@ class BatchedDecoder:
         group.remove(seq)
         if not group.sequences:
             del self._groups[tuple(group.ablate)]
+            if group.cache.capacity <= FIRST_ROWS:  # a cache a big batch grew is given back, not kept
+                self._spare = group.cache
 
     @torch.inference_mode()
     def step(self) -> list[Emitted]:

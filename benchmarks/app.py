@@ -289,6 +289,9 @@ def main() -> None:
         ratios = [m[which] / b[which] for m, b in zip(mine, bare_rates) if m[which] and b[which]]
         return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (None, None, None)
 
+    def ratio(value: float | None, base: float | None) -> float | None:
+        return value / base if value is not None and base else None
+
     def versus(r: tuple[float | None, float | None, float | None]) -> str:
         return "n/a" if r[0] is None else f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})"
 
@@ -309,6 +312,11 @@ def main() -> None:
     print(row("app via `gradio_client`, every view on", [a[:2] for a in app]))
     if painted:
         print(row("app in Chromium, tokens painted, every view on", [(p.first, p.all_tokens) for p in painted]))
+    medians = [(median(m[0] for m in rates), median(m[1] for m in rates)) for rates in
+               [bare_rates, per_round([a[:2] for a in app])]
+               + ([per_round([(p.first, p.all_tokens) for p in painted])] if painted else [])]
+    print("\nThe same as a ratio of the median rates (end to end / while streaming): client " + ", browser ".join(
+        f"{fmt(ratio(m[0], medians[0][0]), '.2f')}x / {fmt(ratio(m[1], medians[0][1]), '.2f')}x" for m in medians[1:]))
     print("\nEach round's tok/s while streaming (bare, client" + (", browser" if painted else "") + "): " + "; ".join(
         "/".join(fmt(rates[1], ".0f") for rates in round_rates)
         for round_rates in zip(bare_rates, per_round([a[:2] for a in app]),

@@ -47,26 +47,31 @@ def pick_rows(logits: torch.Tensor, cfgs: Sequence[SamplingConfig], generators: 
         for b, token in zip(greedy, logits[greedy].argmax(dim=-1).tolist()):
             tokens[b], finals[b] = token, 1.0
     if sampled:
+        # What each stage needs is decided from the settings in Python, not read back from tensors: every torch call
+        # costs a few microseconds whatever its size, and this runs on every step of every sequence.
         rows = [cfgs[b] for b in sampled]
         temperature = torch.tensor([cfg.temperature for cfg in rows], device=logits.device)
-        scaled = logits[sampled] / temperature[:, None]  # (S, vocab)
+        scaled = (logits if len(sampled) == B else logits[sampled]) / temperature[:, None]  # (S, vocab)
         rows_at = torch.arange(len(rows), device=logits.device)
         stages.append(torch.softmax(scaled, dim=-1))
         ks = [cfg.top_k if 0 < cfg.top_k < vocab else 0 for cfg in rows]
         if any(ks):
             kth = scaled.topk(max(ks), dim=-1).values[rows_at, [max(k, 1) - 1 for k in ks]]
-            kth[[k == 0 for k in ks]] = -math.inf  # rows without top-k keep everything
+            if not all(ks):
+                kth[[k == 0 for k in ks]] = -math.inf  # rows without top-k keep everything
             scaled = scaled.masked_fill(scaled < kth[:, None], -math.inf)  # ties with the k-th all stay, as in HF
         after_k = torch.softmax(scaled, dim=-1)
         stages.append(after_k)
-        top_p = torch.tensor([cfg.top_p for cfg in rows], device=logits.device)
-        if bool((top_p < 1.0).any()):
+        if any(cfg.top_p < 1.0 for cfg in rows):
+            top_p = torch.tensor([cfg.top_p for cfg in rows], device=logits.device)
             # Only the tokens top-k kept can be kept: sorting those (the most any row kept) is enough, and far
             # cheaper than sorting the vocabulary when every row has a top-k.
             width = int(torch.count_nonzero(after_k, dim=-1).max())
             sorted_probs, order = after_k.topk(width, dim=-1)  # sorted, largest first
             mass_before = sorted_probs.cumsum(-1) - sorted_probs
-            drop = (mass_before >= top_p[:, None]) & (top_p[:, None] < 1.0)  # never drops a row's first token
+            drop = mass_before >= top_p[:, None]  # never drops a row's first token
+            if not all(cfg.top_p < 1.0 for cfg in rows):
+                drop &= top_p[:, None] < 1.0  # rows without top-p keep everything
             scaled = scaled.scatter(-1, order, scaled.gather(-1, order).masked_fill(drop, -math.inf))
         final = torch.softmax(scaled, dim=-1)
         stages.append(final)

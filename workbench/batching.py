@@ -342,6 +342,8 @@ class BatchedDecoder:
 
 def _lens_row(lens: LogitLens, b: int) -> LogitLens:
     """Batch row ``b`` of a lens computed for a batch, as the lens of that sequence alone."""
+    if lens.ids.shape[1] == 1:  # a batch of one is that sequence's lens already
+        return lens
     ids = lens.ids[:, b : b + 1].clone()
     strs = {i: lens.token_strs[i] for i in set(ids.flatten().tolist())}
     return LogitLens(lens.probs[:, b : b + 1].clone(), ids, [lens.positions[b]], strs)

@@ -7,6 +7,7 @@ runs of 40 tokens slide their window inside the batch.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -306,6 +307,33 @@ def test_an_error_or_a_failing_view_ends_only_its_request(pool, model, tok):
         list(pool.stream("But soft", settings(6), view=failing_view))
     got += [s.token_id for s in ok]
     assert got == [s.token_id for s in solo_steps(model, tok, "ROMEO:", settings(5))]
+
+
+def test_a_view_is_the_same_made_by_the_server_or_by_the_worker_and_fails_alike(model, tok):
+    """One loop: a lone sequence's view is made by the server, a sequence sharing the batch has it made in the
+    worker; the page's data is the same either way, and a failing view ends its own request in both."""
+    pool = BatchedPool(model, tok, loops=1, process=True)
+    try:
+        cfg = settings(7, n=30)
+        alone = list(pool.stream("ROMEO:", cfg, view=step_data))
+        other = pool.stream("But soft", settings(8, n=400))
+        next(other)  # from here on the batch holds two sequences
+        shared = list(pool.stream("ROMEO:", cfg, view=step_data))
+        assert shared == alone == [step_data(s) for s in solo_steps(model, tok, "ROMEO:", cfg)]
+        assert set(pool.stream("F", settings(9, n=5), view=process_id)) - {os.getpid()}  # made in the worker
+        other.close()
+        assert set(pool.stream("F", settings(9, n=5), view=process_id)) == {os.getpid()}  # alone: by the server
+        other = pool.stream("But soft", settings(8, n=400))
+        next(other)
+        with pytest.raises(ZeroDivisionError):
+            list(pool.stream("F", settings(6), view=failing_view))
+        assert len(list(other)) == 399
+    finally:
+        pool.close()
+
+
+def process_id(step):  # a view that tells which process made it
+    return os.getpid()
 
 
 def failing_view(step):  # module level, so that it pickles by name into the worker

@@ -3,10 +3,11 @@
 :class:`BatchedPool` has the interface of :class:`workbench.workers.GenerationPool` (``stream(prompt, cfg,
 view=None)`` and ``close()``), so an app switches between them in one line. Behind it each loop runs a
 :class:`~workbench.batching.BatchedDecoder`: it takes the requests that arrived, prefills them, steps the whole
-batch once and sends each sequence's step to its request, again and again; a request's ``view(step)`` runs on
-the server's side, on the request's own thread, so that the loop spends its time on the model (a worker sends a
-step in its compact wire form, :meth:`~workbench.records.Step.to_wire`, cheaper to make than any view of it).
-Where the loops run:
+batch once and sends each sequence's step (or a request's ``view(step)``) to its request, again and again. A
+sequence alone in its batch has its view made on the server's side, on the request's own thread, so that its
+loop's core spends itself on the model (a worker then sends the step in its compact wire form,
+:meth:`~workbench.records.Step.to_wire`, cheaper to make than any view of it); in a worker process, a sequence
+that shares its batch has its view made in the loop (see :func:`_loop`). Where the loops run:
 
 * on the CPU, in worker processes (``process=True``, the default there): the server's Python work must not share
   an interpreter lock with the model (see :mod:`workbench.workers`). The model's weights are shared with them,
@@ -35,7 +36,7 @@ import queue
 import signal
 import threading
 import time
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, NamedTuple, Sequence
 
 import torch
 import torch.multiprocessing as mp
@@ -67,26 +68,50 @@ class PoolBusy(RuntimeError):
 
 # ---- the decoding loop (in the worker process, or on a thread) ------------------------------------------------
 
-def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GPT, tok: Tokenizer | None) -> None:
+class _Viewed(NamedTuple):
+    """What a request's view made of a step, made by the loop (see :func:`_loop`)."""
+
+    data: Any
+
+
+def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GPT, tok: Tokenizer | None,
+          view_shared: bool) -> None:
     """Take requests, step the batch, send what it made, until told to stop (``None``) or the server is gone.
 
     ``inbox(block)`` returns the messages that arrived (waiting for one when ``block``); ``send(items)`` sends a
-    list of ``(key, item)``: an item is a step, an exception, or ``_END``. Steps in the middle of a run wait up to
-    ``SEND_SECONDS`` to go out together (one message instead of several: less work for both sides, and the
-    server's frames gather steps for longer anyway); a run's first step, its end and an error go out at once.
+    list of ``(key, item)``: an item is a step, a :class:`_Viewed` step, an exception, or ``_END``. Steps in the
+    middle of a run wait up to ``SEND_SECONDS`` to go out together (one message instead of several: less work for
+    both sides, and the server's frames gather steps for longer anyway); a run's first step, its end and an error
+    go out at once.
+
+    Where a request's view runs: a sequence alone in the batch sends its steps as they are, and the server makes
+    the view, so that the loop's core spends itself on the model (a lone sequence on a machine with spare cores:
+    one session, a demo). With ``view_shared`` (worker processes), a sequence that shares the batch has its view
+    made here: then every core is a loop's, and views made by the server would take the loops' cores and hold the
+    server's interpreter lock, for every step of every session.
     """
     decoder = BatchedDecoder(model, tok)
+    views: dict[Hashable, Callable[[Step], Any] | None] = {}
     items: list = []
     sent_at = time.perf_counter()
 
-    def out(emitted: Emitted) -> bool:
-        """Queue what a sequence made; True when it must go out now."""
+    def out(emitted: Emitted, shared: bool) -> bool:
+        """Queue what a sequence made (its view made here when ``shared``); True when it must go out now."""
+        view = views.get(emitted.key)
         if emitted.error is not None:
             items.append((emitted.key, emitted.error))
+        elif emitted.step is not None and view is not None and shared and view_shared:
+            try:
+                items.append((emitted.key, _Viewed(view(emitted.step))))
+            except Exception as err:  # noqa: BLE001 - the view failed for this request only
+                items.append((emitted.key, err))
+                decoder.remove(emitted.key)
+                emitted.last = True
         elif emitted.step is not None:
             items.append((emitted.key, emitted.step))
         if emitted.last:
             items.append((emitted.key, _END))
+            views.pop(emitted.key, None)
         return emitted.last or emitted.error is not None or (emitted.step is not None and emitted.step.index == 0)
 
     def flush(urgent: bool) -> None:
@@ -104,16 +129,18 @@ def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GP
                 return
             kind, key, *rest = message
             if kind == "start":
-                prompt, cfg = rest
+                prompt, cfg, views[key] = rest
+                shared = len(decoder) > 0
                 try:
-                    urgent |= out(decoder.add(key, prompt, cfg))
+                    urgent |= out(decoder.add(key, prompt, cfg), shared)
                 except Exception as err:  # noqa: BLE001 - bad input ends this request only
-                    urgent |= out(Emitted(key, error=err, last=True))
+                    urgent |= out(Emitted(key, error=err, last=True), shared)
             elif kind == "stop" and key in decoder:
                 decoder.remove(key)
-                urgent |= out(Emitted(key, last=True))
+                urgent |= out(Emitted(key, last=True), False)
         flush(urgent)  # a first step goes out before the batch's next step, not after it
-        flush(any([out(emitted) for emitted in decoder.step()]))  # a list: every sequence's output is queued
+        shared = len(decoder) > 1
+        flush(any([out(emitted, shared) for emitted in decoder.step()]))  # a list: every output is queued
 
 
 def _work(conn, model: GPT, tok: Tokenizer | None, threads: int) -> None:
@@ -137,7 +164,7 @@ def _work(conn, model: GPT, tok: Tokenizer | None, threads: int) -> None:
                                       for key, item in items], protocol=pickle.HIGHEST_PROTOCOL))
 
     try:
-        _loop(inbox, send, model, tok)
+        _loop(inbox, send, model, tok, view_shared=True)
     except (BrokenPipeError, ConnectionResetError):  # the server went away mid-send: nothing left to serve
         pass
 
@@ -186,7 +213,7 @@ class _Loop:
 
     def _in_thread(self, inbox: Callable[[bool], list]) -> None:
         try:
-            _loop(inbox, self.results.put, self.pool.model, self.pool.tok)
+            _loop(inbox, self.results.put, self.pool.model, self.pool.tok, view_shared=False)
         finally:
             self.results.put(None)  # the loop ended: its router stops
 
@@ -277,8 +304,9 @@ class BatchedPool:
 
     def stream(self, prompt: str | Sequence[int], cfg: SamplingConfig,
                view: Callable[[Step], Any] | None = None) -> Iterator[Any]:
-        """Like :func:`workbench.generate.stream` with full capture, decoded in a batch; with ``view``,
-        ``view(step)`` for each step, computed on the caller's side (an exception from it ends this request).
+        """Like :func:`workbench.generate.stream` with full capture, decoded in a batch; with ``view`` (a
+        module-level function, so that it pickles by name into a worker), ``view(step)`` for each step, made here
+        or in the loop (see :func:`_loop`); an exception from it ends this request only.
 
         Raises at once, before any work: ``ValueError`` for a bad prompt or one that alone needs more than
         ``max_tokens`` cache positions, :class:`PoolBusy` when ``max_waiting`` requests already wait."""
@@ -317,7 +345,7 @@ class BatchedPool:
                 loop.keys.add(key)
                 self._running[key] = (items, need)
                 self._held += need
-            loop.post(("start", key, prompt, cfg))
+            loop.post(("start", key, prompt, cfg, view))
             while True:
                 item = items.get()
                 if isinstance(item, str) and item == _END:
@@ -325,6 +353,9 @@ class BatchedPool:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, _Viewed):
+                    yield item.data
+                    continue
                 step = Step.from_wire(item, self.tok) if self.process else item  # from a worker: its wire form
                 yield step if view is None else view(step)
         finally:

@@ -143,8 +143,8 @@ def step_data(step: Step) -> dict:
     over its last ``n`` keys (which end at that position). On a run's first step, ``rows`` holds the attention rows
     of the prompt's other positions (the server keeps them for the run's head and takes them out of the step).
 
-    The server runs it on each step a decoding loop sends (``BatchedPool.stream(..., view=step_data)``), on the
-    request's thread: the loop's core stays on the model."""
+    The app asks for it as the view of every step (``BatchedPool.stream(..., view=step_data)``): made by the server
+    for a sequence alone in its batch, by its worker otherwise (see :mod:`workbench.batch_server`)."""
     att = step.attention
     data = {
         "id": step.token_id,

@@ -8,7 +8,8 @@ Two contenders, side by side in one run of this script, on the same model, promp
   each a decoding loop that steps its share of the sessions in one forward pass (``workbench/batching.py``).
 
 For 1, 4, 16 and 32 concurrent sessions (all started together, each asking for ``--new-tokens`` tokens with full
-capture and the app's per-step view, ``step_data``, made in the worker, as the app runs them): aggregate tokens
+capture and the app's per-step view, ``step_data``, as the app runs them: made by the server for a sequence alone
+in its batch, by its worker otherwise): aggregate tokens
 per second (all tokens / time until the last session finished), and the p50/p95 of each session's time to its
 first token and to its last. Each figure is the median over ``--runs`` rounds; a round measures every count with
 each contender in turn, so that the machine's changing load lands on all of them alike. The last

@@ -62,7 +62,8 @@ def pick_rows(logits: torch.Tensor, cfgs: Sequence[SamplingConfig], generators: 
             scaled = scaled.masked_fill(scaled < kth[:, None], -math.inf)  # ties with the k-th all stay, as in HF
         after_k = torch.softmax(scaled, dim=-1)
         stages.append(after_k)
-        if any(cfg.top_p < 1.0 for cfg in rows):
+        with_top_p = [cfg.top_p < 1.0 for cfg in rows]
+        if any(with_top_p):
             top_p = torch.tensor([cfg.top_p for cfg in rows], device=logits.device)
             # Only the tokens top-k kept can be kept: sorting those (the most any row kept) is enough, and far
             # cheaper than sorting the vocabulary when every row has a top-k.
@@ -70,7 +71,7 @@ def pick_rows(logits: torch.Tensor, cfgs: Sequence[SamplingConfig], generators: 
             sorted_probs, order = after_k.topk(width, dim=-1)  # sorted, largest first
             mass_before = sorted_probs.cumsum(-1) - sorted_probs
             drop = mass_before >= top_p[:, None]  # never drops a row's first token
-            if not all(cfg.top_p < 1.0 for cfg in rows):
+            if not all(with_top_p):
                 drop &= top_p[:, None] < 1.0  # rows without top-p keep everything
             scaled = scaled.scatter(-1, order, scaled.gather(-1, order).masked_fill(drop, -math.inf))
         final = torch.softmax(scaled, dim=-1)

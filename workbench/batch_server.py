@@ -115,7 +115,7 @@ def _loop(inbox: Callable[[bool], list], send: Callable[[list], None], model: GP
         return emitted.last or emitted.error is not None or (emitted.step is not None and emitted.step.index == 0)
 
     def flush(urgent: bool) -> None:
-        """Send what is queued if it must go now, if the batch is empty, or if SEND_SECONDS passed since the last send."""
+        """Send what is queued if it must go now, if the batch is empty, or SEND_SECONDS after the last send."""
         nonlocal items, sent_at
         if items and (urgent or not len(decoder) or time.perf_counter() - sent_at >= SEND_SECONDS):
             send(items)

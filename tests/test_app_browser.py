@@ -17,6 +17,7 @@ import time
 import urllib.request
 
 import pytest
+from gradio_client import Client
 from playwright.sync_api import Page, expect
 
 from screenshot import take_screenshot
@@ -196,6 +197,29 @@ def test_thirty_stops_at_random_moments_always_end_cleanly(page, url):
     assert_stayed_local(page, url)
 
 
+def test_a_stop_while_the_run_waits_in_the_queue_ends_it_before_its_first_token(page, url):
+    """Both generators busy with another session's runs: this page's run waits in the queue, its Stop reaches the
+    server before the run does, and the run ends "stopped" at once when its turn comes; the next run is not hurt."""
+    client = Client(url, verbose=False, ssl_verify=False)
+    busy = [client.submit("ROMEO:", 512, 0.8, 40, 0.95, i, api_name="/generate") for i in range(2)]
+    try:
+        for job in busy:
+            next(iter(job))  # both are generating
+        generate(page, "First Citizen:", 50)
+        expect(page.locator(".wb")).to_have_attribute("data-state", "waiting")
+        page.click("#stop")
+        assert wait_end(page, timeout=60_000) == "stopped"
+        assert not busy[0].done() or not busy[1].done(), "the queue emptied before the Stop: the test proved nothing"
+    finally:
+        for job in busy:
+            job.cancel()
+    got = page.evaluate(STOP_STATE)
+    assert got["steps"] == 0 and got["status"].startswith("stopped") and "0 new tokens" in got["status"], got
+    generate(page, "ROMEO:", 10)  # the Stop was for that press only
+    assert wait_end(page) == "done"
+    assert page.evaluate(STOP_STATE)["steps"] == 10
+
+
 def test_one_step_for_keys_enter_slider_and_clicks(page):
     generate(page, "ROMEO:", 30)
     assert wait_end(page) == "done"
@@ -318,7 +342,8 @@ def test_bad_input_in_the_page_is_one_message_and_the_last_run_stays(page):
     page.press("#seed input", "Tab")
     page.click("#generate")
     expect(page.get_by_text("seed must be empty (random) or an integer in [0, 2**63)")).to_be_visible()
-    assert page.locator(".wb").get_attribute("data-steps") == "10"  # the last run is still shown
+    expect(page.locator(".wb")).to_have_attribute("data-state", "done")  # the last run is shown again
+    assert page.locator(".wb").get_attribute("data-steps") == "10"
 
 
 def test_missed_frames_are_fetched_again_and_the_page_ends_whole(page, monkeypatch):

@@ -50,6 +50,7 @@ from workbench.batch_server import BatchedPool  # noqa: E402
 QUEUE_PER_WORKER = 16  # queue max size = this x concurrency: a full queue refuses at once instead of waiting long
 FRAME_SECONDS = 0.1  # while streaming, at most 10 frames a second: faster tokens share a frame
 SMALL_MODEL_PARAMS = 20_000_000
+STOPS_KEPT = 1000  # Stops remembered for runs that may still wait in the queue
 
 EXAMPLES = ["ROMEO:", "To be, or not to be", "First Citizen:", "我 爱 吃 饭"]
 
@@ -202,6 +203,7 @@ def build_app(
                     elem_id="viewer",
                 )
                 text = gr.Textbox(label=I18N("text_api"), visible=False, elem_id="text")
+                press = gr.Textbox(visible=False)  # the page's name for a click of Generate (see on_stop)
         with gr.Accordion(I18N("ablation"), open=False, elem_id="ablation"):
             with gr.Row():
                 ablate_heads = gr.Dropdown(head_labels, multiselect=True, label=I18N("ablate_heads"), scale=2)
@@ -210,27 +212,16 @@ def build_app(
                 base_text = gr.Textbox(label=I18N("baseline_text"), lines=3, interactive=False)
                 ablated_text = gr.Textbox(label=I18N("ablated_text"), lines=3, interactive=False)
 
-        active: dict[str, str] = {}  # session -> "waiting" or "running"
-        stops: set[str] = set()  # sessions whose Stop was pressed while their run waits or runs
+        # (session, press) of each Stop: a press names one click of Generate (the page makes one per click), so a
+        # Stop ends that run, whether it still waits in the queue or runs, and never a later one. Oldest first; a
+        # run removes its own, and the few that come after their run has ended are forgotten beyond STOPS_KEPT.
+        stops: dict[tuple[str, str], None] = {}
         inputs = [prompt, max_new, temperature, top_k, top_p, seed]
 
         def read_input(prompt: Any, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any,
                        seed: Any) -> tuple[Any, list[int], list[dict]]:
             cfg = read_settings(max_new_tokens, temperature, top_k, top_p, seed, max_new_tokens_cap)
             return (cfg, *read_prompt(model, tok, prompt))
-
-        def on_press(prompt: Any, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
-                     request: gr.Request) -> Any:
-            """Generate was pressed: show that the run waits for a generator (bad input is left to the run itself,
-            which says what is wrong; the views then keep the last run)."""
-            try:
-                read_input(prompt, max_new_tokens, temperature, top_k, top_p, seed)
-            except InputError:
-                return gr.skip()
-            session = request.session_hash or ""
-            active[session] = "waiting"
-            stops.discard(session)
-            return as_json({"state": "waiting", "seq": time.time()})
 
         # Parameter names are the API's (they shadow the components inside this function only).
         def on_generate(
@@ -241,10 +232,12 @@ def build_app(
             top_p: Any,
             seed: Any,
             previous: Run | None,
-            request: gr.Request,
+            press: Any = None,
+            request: gr.Request = None,  # type: ignore[assignment]  # gradio passes it (by its type)
         ) -> Iterator[tuple]:
             """Stream one generation: each frame carries the steps made since the last one, FRAME_SECONDS apart at
-            most (a frame costs the server a little whatever it carries)."""
+            most (a frame costs the server a little whatever it carries). ``press``: the page's name for this
+            click of Generate, which its Stop sends (the API's ``/generate`` has none, and no Stop)."""
             session = request.session_hash or ""
             try:
                 cfg, ids, notes = read_input(prompt, max_new_tokens, temperature, top_k, top_p, seed)
@@ -253,14 +246,14 @@ def build_app(
             if cfg.seed is None:  # draw one now and keep it, so that ablation can replay the same samples
                 cfg.seed = secrets.randbits(63)
             run = Run(cfg, ids, tok.token_strs(ids), (c.n_layer, c.n_head), c.block_size, notes)
-            stopped = lambda: session in stops  # noqa: E731
+            key = (session, press)
+            stopped = lambda: key in stops  # noqa: E731
             sent, seq, state = 0, 0, run
             try:
                 if stopped():  # Stop was pressed while the run waited in the queue
                     run.state = "stopped"
                     yield "", as_json(run.frame(0, seq)), run
                     return
-                active[session] = "running"
                 made = (pool.stream(ids, cfg, view=step_data) if pool
                         else map(step_data, stream(model, tok, ids, cfg)))
                 for batch in step_batches(made, stopped, FRAME_SECONDS):
@@ -278,26 +271,32 @@ def build_app(
                 run.state = "error"
                 run.notes.append({"key": "err_unexpected", "kind": type(err).__name__})
             finally:
-                active.pop(session, None)
-                stops.discard(session)
+                stops.pop(key, None)
             run.seconds = time.perf_counter() - run.started
             yield run.text, as_json(run.frame(sent, seq)), run
 
-        # Both at once: the waiting state shows at once (on_press is not queued), and the run is not held up by a
-        # round trip. No progress overlay on the run: the page's status line says how it goes, and Gradio's ticking
-        # timer over the views made the browser lay the page out again many times a second.
-        go_btn.click(on_press, inputs=inputs, outputs=[viewer], queue=False, show_progress="hidden",
-                     api_visibility="private")
-        go_btn.click(on_generate, inputs=[*inputs, run_state], outputs=[text, viewer, run_state],
-                     api_name="generate", show_progress="hidden")
+        # The page's Generate is one event, so that nothing delays the run: Gradio's page sends a trigger's events
+        # one after another, each once the last has finished. Its JS shows the waiting state and names the press
+        # at the click; a press that fails (bad input, a full queue) shows the last run again. No progress overlay:
+        # the page's status line says how the run goes, and Gradio's ticking timer over the views made the browser
+        # lay the page out again many times a second.
+        go_btn.click(on_generate, inputs=[*inputs, run_state, press], outputs=[text, viewer, run_state],
+                     js="(...values) => [...values.slice(0, -1), window.wbPress()]", show_progress="hidden",
+                     api_visibility="private").failure(None, js="() => window.wbRefused()")
+        # The public API: the same function without a press (a hidden button gives the endpoint its event).
+        gr.Button(visible=False).click(on_generate, inputs=[*inputs, run_state], outputs=[text, viewer, run_state],
+                                       api_name="generate", show_progress="hidden")
 
-        def on_stop(request: gr.Request) -> None:
-            """Ask this session's run to stop after its current token (or before its first, if it still waits)."""
-            session = request.session_hash or ""
-            if session in active:
-                stops.add(session)
+        def on_stop(press: Any, request: gr.Request) -> None:
+            """Ask the run of the page's last Generate to stop after its current token (or before its first, if it
+            still waits); the page sends no press when nothing waits or runs."""
+            if isinstance(press, str) and press:
+                stops[(request.session_hash or "", press)] = None
+                while len(stops) > STOPS_KEPT:
+                    del stops[next(iter(stops))]
 
-        stop_btn.click(on_stop, queue=False, api_visibility="private")
+        stop_btn.click(on_stop, inputs=[press], js="() => [window.wbStopPress()]", queue=False,
+                       api_visibility="private")
 
         def on_ablate(run: Run | None, labels: list[str] | None, request: gr.Request) -> tuple[str, str, str]:
             """Regenerate with the chosen heads off, same seed and length; compare the original tokens' odds."""

@@ -152,11 +152,8 @@ let follow = true; // while streaming, the selection follows the newest step
 let prevState = "idle";
 let playing = null;
 let gapPending = false;
-let clickedAt = -1; // when Generate was last pressed, and when the newest run's first frame came
-let runSeenAt = -1;
-document.addEventListener("click", (e) => {
-  if (e.target.closest && e.target.closest("#generate")) clickedAt = performance.now();
-}, true);
+let press = ""; // names the last click of Generate: Stop sends it, so that it stops that run and no later one
+let shownAtPress = null; // what the page showed at that click, shown again if the press fails
 const stash = [];
 // One entry per paint, [steps shown, Date.now(), state, the server's time of its newest step (ms since the epoch)]:
 // read by the browser tests and benchmarks/app.py (the page and a local server share the clock).
@@ -174,7 +171,7 @@ function apply(f) {
   if (!run || run.id !== f.run) {
     if (f.from !== 0 || !f.head) return requestGap(f.run, 0, f);
     run = newRun(f);
-    runSeenAt = performance.now();
+    shownAtPress = null;
     sel = -1;
     follow = true;
   }
@@ -204,7 +201,7 @@ async function requestGap(id, from, f) {
     if (got) {
       if (!run || run.id !== got.run) {
         run = newRun(got);
-        runSeenAt = performance.now();
+        shownAtPress = null;
       }
       if (got.from <= run.steps.length) apply(got);
     }
@@ -221,20 +218,34 @@ function onValue() {
   const v = parse(props.value);
   if (!v || typeof v !== "object") return;
   if (v.ablation) return showAblation(v.ablation);
-  if (v.state === "waiting" && !v.run) {
-    // Generate starts two events at once; this one's answer can come after the run's first frames: then it is old.
-    if (runSeenAt > clickedAt) return;
-    stopPlaying();
-    run = null;
-    sel = -1;
-    follow = true;
-    prevState = "waiting";
-    note.textContent = "";
-    return schedule();
-  }
   if (v.run) apply(v);
 }
 watch("value", onValue);
+
+// ---- Generate and Stop (ui.py's events call these from their own JS) ----
+// Generate was pressed: the run waits for a generator until its first frame comes. Returns the press's name.
+window.wbPress = () => {
+  press = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  shownAtPress = { run, sel, follow };
+  stopPlaying();
+  run = null;
+  sel = -1;
+  follow = true;
+  prevState = "waiting";
+  note.textContent = "";
+  schedule();
+  return press;
+};
+// What Stop sends: the press whose run waits or runs, or nothing.
+window.wbStopPress = () => (run ? run.state === "generating" : prevState === "waiting") ? press : "";
+// The press failed before its run began (bad input, a full queue): the page shows what it showed before.
+window.wbRefused = () => {
+  if (run !== null || !shownAtPress) return;
+  ({ run, sel, follow } = shownAtPress);
+  shownAtPress = null;
+  if (!run) prevState = "idle";
+  schedule();
+};
 
 // ---- the selected step ----
 function stepCount() {

@@ -19,6 +19,9 @@ page first painting it; and the first view, from the server receiving the first 
 The client's and the page's text must equal ``workbench.generate``'s for the same seed. For the client, the
 frame after the last token, with every view redrawn at the last step, is timed separately.
 
+Where the time goes (on Linux, read from ``/proc``): the CPU seconds that the server, its decoding workers,
+Chromium's renderer and Chromium's other processes spend over each browser run, against the run's wall time.
+
 The app runs in its own process (``python -m workbench app``), as it would for a class; this process runs the
 bare loop and drives the client and the browser. A round runs each contender once, one after the other, and rounds
 follow a warm-up round; the tables give medians of the rates, and for the ratios the median (and range) of each
@@ -32,6 +35,7 @@ run: lag <= 300 ms, painted tokens per second >= 0.9x bare ``stream``, first vie
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
@@ -39,6 +43,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from gradio_client import Client
@@ -204,6 +209,53 @@ class Browser:
         self._playwright.stop()
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process under it, from Linux's ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # it ended while we looked
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds the processes have spent so far (0 for one that has ended)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def process_groups(server_pid: int) -> dict[str, list[int]]:
+    """The processes whose CPU time a browser run is charged: the server, its children (the decoding workers), and
+    Chromium's renderer and other processes (this script and Playwright's driver are left out)."""
+    server_tree = process_tree(server_pid)
+    groups: dict[str, list[int]] = {"server": [server_pid], "decoding workers": server_tree[1:],
+                                    "Chromium renderer": [], "Chromium, other processes": []}
+    for pid in process_tree(os.getpid())[1:]:
+        try:
+            # Chromium rewrites its command line as one string, so look for the flag in the whole text.
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if pid not in server_tree and "chromium" in command:
+            groups["Chromium renderer" if "--type=renderer" in command else "Chromium, other processes"].append(pid)
+    return groups
+
+
 def median(values) -> float | None:
     """The median of the defined values; None when there are none."""
     values = [v for v in values if v is not None]
@@ -250,6 +302,8 @@ def main() -> None:
         if not args.no_browser:
             browser = Browser(f"http://127.0.0.1:{port}/", args.prompt, cfg)
         bare, app, painted = [], [], []
+        groups = process_groups(server.pid) if browser is not None and os.path.isdir("/proc/self") else {}
+        cpu: list[tuple[dict[str, float], float]] = []  # per browser run: CPU seconds of each group, wall seconds
         for run in range(args.runs + 1):  # run 0 warms up every contender
             b = time_bare(model, tok, args.prompt, cfg)
             a = time_app(client, args.prompt, cfg)
@@ -257,7 +311,9 @@ def main() -> None:
                 raise SystemExit("the app's text differs from workbench.generate with the same seed")
             if browser is not None:
                 # Generous: the page waits for the model, which a busy machine slows down.
+                before, started = {k: cpu_seconds(v) for k, v in groups.items()}, time.perf_counter()
                 p = browser.run(b[2], timeout_s=120 + 20 * b[1])
+                spent = {k: cpu_seconds(v) - before[k] for k, v in groups.items()}
                 if p.text != expected:
                     raise SystemExit(f"the page's text differs from workbench.generate with the same seed:\n"
                                      f"page: {p.text!r}\ngenerate: {expected!r}")
@@ -266,6 +322,8 @@ def main() -> None:
                 app.append(a)
                 if browser is not None:
                     painted.append(p)
+                    if groups:
+                        cpu.append((spent, time.perf_counter() - started))
     finally:
         if browser is not None:
             page_errors = browser.errors
@@ -345,9 +403,17 @@ def main() -> None:
     print(f"| first view: first token on the server to its first paint, ms | {first_view:.0f} | "
           f"<= {FIRST_VIEW_TARGET_MS} ms | {met(first_view, lambda v: v <= FIRST_VIEW_TARGET_MS)} |")
     for how, r in (("end to end", e2e_ratio), ("while streaming", streaming_ratio)):
-        print(f"| painted tok/s vs bare `stream`, {how} | {fmt(r, '.2f')}{'x' if r is not None else ''} | "
+        print(f"| painted tok/s vs bare `stream`, {how} | {fmt(r, '.3f')}{'x' if r is not None else ''} | "
               f">= {PAINTED_RATE_TARGET}x | {met(r, lambda v: v >= PAINTED_RATE_TARGET)} |")
     print(f"| views painted per second while streaming | {fmt(paint_rate, '.1f')} | | |")
+    if cpu:
+        wall = statistics.median(w for _, w in cpu)
+        print(f"\nWhere the time goes: CPU seconds over a browser run (median of {len(cpu)}; the run's wall time "
+              f"{wall:.2f} s, {os.cpu_count()} cores)\n")
+        print("| process | CPU s per run | cores busy while it runs |\n|---|---:|---:|")
+        for name in cpu[0][0]:
+            busy = statistics.median(spent[name] / w for spent, w in cpu)
+            print(f"| {name} | {statistics.median(spent[name] for spent, _ in cpu):.2f} | {busy:.2f} |")
     if page_errors:
         print(f"\nThe page raised {len(page_errors)} error(s); the first: {page_errors[0]}")
 

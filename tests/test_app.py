@@ -7,6 +7,7 @@ shipped model. The app is launched once per module on a free port.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -584,6 +585,10 @@ def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| bare `workbench.stream`" in out.stdout and "| app via `gradio_client`" in out.stdout
+    assert "| app in Chromium" in out.stdout
+    # Where the time goes: each process group found and charged (a tiny run may take under one clock tick).
+    for group in ("server", "decoding workers", "Chromium renderer", "Chromium, other processes"):
+        assert re.search(rf"^\| {group} \| \d+\.\d\d \| \d+\.\d\d \|$", out.stdout, re.M), (group, out.stdout)
 
 
 @pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])

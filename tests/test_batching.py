@@ -7,6 +7,7 @@ runs of 40 tokens slide their window inside the batch.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -22,7 +23,7 @@ import torch
 from workbench import GPT, GPTConfig, SamplingConfig, save_checkpoint, stream
 from workbench.app.session import step_data
 from workbench.batch_sampling import pick_rows
-from workbench.batch_server import BatchedPool, PoolBusy
+from workbench.batch_server import BatchedPool, PoolBusy, _widen
 from workbench.batching import BatchedDecoder, RowCache
 from workbench.fast import accelerate
 from workbench.generate import N_CANDIDATES, _Decoder
@@ -354,6 +355,23 @@ def test_a_dead_worker_fails_its_requests_and_is_replaced(model, tok):
             s.token_id for s in solo_steps(model, tok, "F", settings(2))]
     finally:
         pool.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pipe there is not a socket")
+def test_a_workers_send_of_a_long_runs_steps_does_not_wait_for_the_server_to_read():
+    """Late in a long run one send carries hundreds of kilobytes (steps with their capture): the worker's end of
+    the pipe holds it, so the worker goes on decoding while the server is busy, instead of waiting for it to read."""
+    server_end, worker_end = multiprocessing.get_context("spawn").Pipe()
+    _widen(worker_end)
+    message = bytes(600_000)  # three times a socket's default buffer on Linux, within SEND_BUFFER_BYTES
+    sender = threading.Thread(target=worker_end.send_bytes, args=(message,), daemon=True)
+    sender.start()
+    sender.join(timeout=10)
+    try:
+        assert not sender.is_alive(), "the send waited for the server to read"
+    finally:
+        assert server_end.recv_bytes() == message  # nothing lost, and a waiting send is released
+        sender.join()
 
 
 def test_load_thirty_two_sessions_get_their_solo_outputs(model, tok, capsys):

@@ -34,6 +34,7 @@ import os
 import pickle
 import queue
 import signal
+import socket
 import threading
 import time
 from typing import Any, Callable, Hashable, Iterator, NamedTuple, Sequence
@@ -53,6 +54,8 @@ DEFAULT_MAX_BATCH = 32  # a class: thirty students pressing Generate at once
 DEFAULT_MAX_TOKENS = 16_384  # cache positions: 150 MB for the shipped model, 1.2 GB for GPT-2 small
 DEFAULT_MAX_WAITING = 64
 SEND_SECONDS = 0.02  # a loop sends the steps in the middle of a run at most this long after making them
+# What a worker may have sent that the server has not read yet (see _widen); the system's limit caps it.
+SEND_BUFFER_BYTES = 1 << 20
 
 _END = "end"  # what the loop sends after a sequence's last step (or its error)
 
@@ -169,6 +172,20 @@ def _work(conn, model: GPT, tok: Tokenizer | None, threads: int) -> None:
         pass
 
 
+def _widen(conn) -> None:
+    """Let the worker's end of the pipe hold SEND_BUFFER_BYTES that the server has not read yet.
+
+    A step with its capture is tens of kilobytes late in a long run, so one send of SEND_SECONDS' steps can
+    outgrow a socket's default buffer (about 200 kB on Linux); the worker then waits until the server's reader gets
+    the interpreter lock, which the server's own work holds, instead of making the next token. A pipe that is not a
+    socket (Windows) is left as it is."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    except OSError:
+        pass
+
+
 # ---- the server's side --------------------------------------------------------------------------------------
 
 class _Loop:
@@ -179,6 +196,7 @@ class _Loop:
         self.keys: set[int] = set()  # requests it runs
         if pool.process:
             self.conn, child = pool.context.Pipe()
+            _widen(child)
             self.worker = pool.context.Process(target=_work, args=(child, pool.model, pool.tok, pool.threads),
                                                name="workbench-batch", daemon=True)
             start_ignoring_ctrl_c(self.worker)

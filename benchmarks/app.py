@@ -280,6 +280,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per contender (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch CPU threads of the bare loop (default: %(default)s)")
+    parser.add_argument("--compare-threads", type=int, default=None, metavar="N",
+                        help="also time the bare loop on N threads in every round, and give the client's and the "
+                             "page's rates against it too (e.g. 1: the app's worker decodes on one thread)")
     parser.add_argument("--app-threads", type=int, default=None,
                         help="the app's --threads (default: the app's own default, 1 for a small model)")
     parser.add_argument("--no-browser", action="store_true",
@@ -289,6 +292,8 @@ def main() -> None:
         parser.error("--new-tokens must be at least 2 (streaming rates count from the first token)")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.compare_threads is not None and args.compare_threads < 1:
+        parser.error("--compare-threads must be at least 1")
     torch.set_num_threads(args.threads)
 
     model, tok = load_model(args.model, device="cpu")
@@ -301,11 +306,15 @@ def main() -> None:
     try:
         if not args.no_browser:
             browser = Browser(f"http://127.0.0.1:{port}/", args.prompt, cfg)
-        bare, app, painted = [], [], []
+        bare, app, painted, other_bare = [], [], [], []
         groups = process_groups(server.pid) if browser is not None and os.path.isdir("/proc/self") else {}
         cpu: list[tuple[dict[str, float], float]] = []  # per browser run: CPU seconds of each group, wall seconds
         for run in range(args.runs + 1):  # run 0 warms up every contender
             b = time_bare(model, tok, args.prompt, cfg)
+            if args.compare_threads is not None:
+                torch.set_num_threads(args.compare_threads)
+                o = time_bare(model, tok, args.prompt, cfg)
+                torch.set_num_threads(args.threads)
             a = time_app(client, args.prompt, cfg)
             if a[2] != expected:
                 raise SystemExit("the app's text differs from workbench.generate with the same seed")
@@ -319,6 +328,8 @@ def main() -> None:
                                      f"page: {p.text!r}\ngenerate: {expected!r}")
             if run:
                 bare.append(b)
+                if args.compare_threads is not None:
+                    other_bare.append(o)
                 app.append(a)
                 if browser is not None:
                     painted.append(p)
@@ -340,11 +351,12 @@ def main() -> None:
 
     bare_rates = per_round([b[:2] for b in bare])
 
-    def paired(mine: list[tuple[float, float | None]], which: int) -> tuple[float | None, float | None, float | None]:
-        """Median, lowest and highest of this contender's rate over the bare loop's in the same round. A round's
-        runs follow each other within seconds, so a ratio within a round is spared the machine's slower drifts
-        (this VM's speed wanders by a quarter over minutes), which a ratio of two medians is not."""
-        ratios = [m[which] / b[which] for m, b in zip(mine, bare_rates) if m[which] and b[which]]
+    def paired(mine: list[tuple[float, float | None]], which: int,
+               base: list[tuple[float, float | None]] | None = None) -> tuple[float | None, float | None, float | None]:
+        """Median, lowest and highest of this contender's rate over the bare loop's (or ``base``'s) in the same
+        round. A round's runs follow each other within seconds, so a ratio within a round is spared the machine's
+        slower drifts (this VM's speed wanders by a quarter over minutes), which a ratio of two medians is not."""
+        ratios = [m[which] / b[which] for m, b in zip(mine, base or bare_rates) if m[which] and b[which]]
         return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else (None, None, None)
 
     def ratio(value: float | None, base: float | None) -> float | None:
@@ -367,9 +379,20 @@ def main() -> None:
     print("| contender | first token ms | tok/s end to end | vs bare, end to end | tok/s while streaming "
           "| vs bare, while streaming |\n|---|---:|---:|---:|---:|---:|")
     print(row("bare `workbench.stream` (full capture)", [b[:2] for b in bare], base=True))
+    if other_bare:
+        print(row(f"bare `workbench.stream` (full capture), {args.compare_threads} thread(s)",
+                  [o[:2] for o in other_bare]))
     print(row("app via `gradio_client`, every view on", [a[:2] for a in app]))
     if painted:
         print(row("app in Chromium, tokens painted, every view on", [(p.first, p.all_tokens) for p in painted]))
+    if other_bare:
+        other_rates = per_round([o[:2] for o in other_bare])
+        against = [("client", per_round([a[:2] for a in app]))]
+        if painted:
+            against.append(("browser", per_round([(p.first, p.all_tokens) for p in painted])))
+        print(f"\nAgainst the bare loop on {args.compare_threads} thread(s), in the same rounds (end to end / while "
+              "streaming): " + ", ".join(f"{name} {versus(paired(rates, 0, other_rates))} / "
+                                         f"{versus(paired(rates, 1, other_rates))}" for name, rates in against))
     medians = [(median(m[0] for m in rates), median(m[1] for m in rates)) for rates in
                [bare_rates, per_round([a[:2] for a in app])]
                + ([per_round([(p.first, p.all_tokens) for p in painted])] if painted else [])]

@@ -580,12 +580,13 @@ def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
     save_checkpoint(*tiny, tmp_path)
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "app.py"), "--model", str(tmp_path), "--runs", "1",
-         "--new-tokens", "5"],
+         "--new-tokens", "5", "--compare-threads", "1"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| bare `workbench.stream`" in out.stdout and "| app via `gradio_client`" in out.stdout
-    assert "| app in Chromium" in out.stdout
+    assert "| app in Chromium" in out.stdout and "| bare `workbench.stream` (full capture), 1 thread(s) |" in out.stdout
+    assert re.search(r"Against the bare loop on 1 thread\(s\).*: client \d+\.\d\dx .* browser \d+\.\d\dx", out.stdout)
     # Where the time goes: each process group found and charged (a tiny run may take under one clock tick).
     for group in ("server", "decoding workers", "Chromium renderer", "Chromium, other processes"):
         assert re.search(rf"^\| {group} \| \d+\.\d\d \| \d+\.\d\d \|$", out.stdout, re.M), (group, out.stdout)

@@ -289,7 +289,7 @@ def build_app(
 
         def on_stop(press: Any, request: gr.Request) -> None:
             """Ask the run of the page's last Generate to stop after its current token (or before its first, if it
-            still waits); the page sends no press when nothing waits or runs."""
+            still waits); the page sends its last press until that press's run has ended, and none after."""
             if isinstance(press, str) and press:
                 stops[(request.session_hash or "", press)] = None
                 while len(stops) > STOPS_KEPT:

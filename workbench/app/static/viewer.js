@@ -154,6 +154,13 @@ let playing = null;
 let gapPending = false;
 let press = ""; // names the last click of Generate: Stop sends it, so that it stops that run and no later one
 let shownAtPress = null; // what the page showed at that click, shown again if the press fails
+let pressEnded = true; // the press's own run has ended (or the press failed): a Stop has nothing to stop
+// Runs the page has moved on from. A frame of one of them (late, or sent again) never takes the page back to it:
+// after a press, that would show the old run's end as this press's and leave Stop with nothing to stop.
+const leftRuns = new Set();
+function leave(old) {
+  if (old) leftRuns.add(old.id);
+}
 const stash = [];
 // One entry per paint, [steps shown, Date.now(), state, the server's time of its newest step (ms since the epoch)]:
 // read by the browser tests and benchmarks/app.py (the page and a local server share the clock).
@@ -168,8 +175,10 @@ function newRun(f) {
 }
 
 function apply(f) {
+  if (leftRuns.has(f.run)) return;
   if (!run || run.id !== f.run) {
     if (f.from !== 0 || !f.head) return requestGap(f.run, 0, f);
+    leave(run);
     run = newRun(f);
     shownAtPress = null;
     sel = -1;
@@ -188,6 +197,7 @@ function apply(f) {
   run.notes = f.notes || [];
   run.tLast = f.t_last;
   run.version = version;
+  if (f.state !== "generating") pressEnded = true; // a run after the last press is that press's run
   if (follow || sel < 0) sel = run.steps.length - 1;
   schedule();
 }
@@ -198,8 +208,9 @@ async function requestGap(id, from, f) {
   gapPending = true;
   try {
     const got = await server.steps_since({ run: id, from: from });
-    if (got) {
+    if (got && !leftRuns.has(got.run)) {
       if (!run || run.id !== got.run) {
+        leave(run);
         run = newRun(got);
         shownAtPress = null;
       }
@@ -226,7 +237,9 @@ watch("value", onValue);
 // Generate was pressed: the run waits for a generator until its first frame comes. Returns the press's name.
 window.wbPress = () => {
   press = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  pressEnded = false;
   shownAtPress = { run, sel, follow };
+  leave(run);
   stopPlaying();
   run = null;
   sel = -1;
@@ -236,13 +249,15 @@ window.wbPress = () => {
   schedule();
   return press;
 };
-// What Stop sends: the press whose run waits or runs, or nothing.
-window.wbStopPress = () => (run ? run.state === "generating" : prevState === "waiting") ? press : "";
+// What Stop sends: the last press, until its run has ended.
+window.wbStopPress = () => (pressEnded ? "" : press);
 // The press failed before its run began (bad input, a full queue): the page shows what it showed before.
 window.wbRefused = () => {
   if (run !== null || !shownAtPress) return;
+  pressEnded = true;
   ({ run, sel, follow } = shownAtPress);
   shownAtPress = null;
+  if (run) leftRuns.delete(run.id);
   if (!run) prevState = "idle";
   schedule();
 };

@@ -350,6 +350,8 @@ def main() -> None:
         return [(n / r[1], per_second(n - 1, r[1] - r[0])) for r in results]
 
     bare_rates = per_round([b[:2] for b in bare])
+    client_rates = per_round([a[:2] for a in app])
+    page_rates = per_round([(p.first, p.all_tokens) for p in painted])  # empty without the browser
 
     def paired(mine: list[tuple[float, float | None]], which: int,
                base: list[tuple[float, float | None]] | None = None) -> tuple[float | None, float | None, float | None]:
@@ -387,21 +389,17 @@ def main() -> None:
         print(row("app in Chromium, tokens painted, every view on", [(p.first, p.all_tokens) for p in painted]))
     if other_bare:
         other_rates = per_round([o[:2] for o in other_bare])
-        against = [("client", per_round([a[:2] for a in app]))]
-        if painted:
-            against.append(("browser", per_round([(p.first, p.all_tokens) for p in painted])))
+        against = [("client", client_rates)] + ([("browser", page_rates)] if painted else [])
         print(f"\nAgainst the bare loop on {args.compare_threads} thread(s), in the same rounds (end to end / while "
               "streaming): " + ", ".join(f"{name} {versus(paired(rates, 0, other_rates))} / "
                                          f"{versus(paired(rates, 1, other_rates))}" for name, rates in against))
     medians = [(median(m[0] for m in rates), median(m[1] for m in rates)) for rates in
-               [bare_rates, per_round([a[:2] for a in app])]
-               + ([per_round([(p.first, p.all_tokens) for p in painted])] if painted else [])]
+               [bare_rates, client_rates] + ([page_rates] if painted else [])]
     print("\nThe same as a ratio of the median rates (end to end / while streaming): client " + ", browser ".join(
         f"{fmt(ratio(m[0], medians[0][0]), '.2f')}x / {fmt(ratio(m[1], medians[0][1]), '.2f')}x" for m in medians[1:]))
     print("\nEach round's tok/s while streaming (bare, client" + (", browser" if painted else "") + "): " + "; ".join(
         "/".join(fmt(rates[1], ".0f") for rates in round_rates)
-        for round_rates in zip(bare_rates, per_round([a[:2] for a in app]),
-                               *([per_round([(p.first, p.all_tokens) for p in painted])] if painted else []))))
+        for round_rates in zip(bare_rates, client_rates, *([page_rates] if painted else []))))
     views = statistics.median((r[3] - r[1]) * 1000 for r in app)
     print(f"\nThrough `gradio_client`, the last frame (every view redrawn at the last step) arrives {views:.0f} ms "
           "after the last token.")
@@ -411,8 +409,7 @@ def main() -> None:
     lag = statistics.median(p.lag_ms for p in painted)
     first_view = statistics.median(p.first_view_ms for p in painted)
     paint_rate = median(per_second(p.paints, p.all_tokens - p.first) for p in painted)
-    browser = per_round([(p.first, p.all_tokens) for p in painted])
-    e2e_ratio, streaming_ratio = paired(browser, 0)[0], paired(browser, 1)[0]
+    e2e_ratio, streaming_ratio = paired(page_rates, 0)[0], paired(page_rates, 1)[0]
 
     def met(value: float | None, ok) -> str:
         return "n/a" if value is None else "yes" if ok(value) else "no"

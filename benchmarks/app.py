@@ -2,9 +2,11 @@
 view on, against bare ``workbench.stream`` (full capture, as the app runs it) on the same model, prompt and seed;
 the time to the first token each way; and how far the browser's painted views trail the server.
 
-Three contenders, timed in one run of this script:
+Four contenders, timed in one run of this script:
 
 - bare ``workbench.stream`` in this process, while the app and the browser are idle;
+- the app's decoding pool alone (:class:`workbench.batch_server.BatchedPool`, as the app makes it, in this process,
+  with the app's view of each step): what decoding in a worker process costs before any server or page;
 - the app's public API through ``gradio_client``: tokens count when the client holds them;
 - the app in Chromium (Debian's ``/usr/bin/chromium``, headless, driven by Playwright, 1280x720): the settings are
   typed into the page, Generate is clicked, and tokens count when the page has painted them. The page's renderer
@@ -20,7 +22,10 @@ The client's and the page's text must equal ``workbench.generate``'s for the sam
 frame after the last token, with every view redrawn at the last step, is timed separately.
 
 Where the time goes (on Linux, read from ``/proc``): the CPU seconds that the server, its decoding workers,
-Chromium's renderer and Chromium's other processes spend over each browser run, against the run's wall time.
+Chromium's renderer and Chromium's other processes spend over each browser run, against the run's wall time, and
+how long their threads waited for a core. And the decoding worker's CPU time per token with the pool alone,
+through the client, and in the browser: the worker does the same work in each, so what it needs more is what the
+processes on the other core cost it (on this machine's two cores they share the caches).
 
 The app runs in its own process (``python -m workbench app``), as it would for a class; this process runs the
 bare loop and drives the client and the browser. A round runs each contender once, one after the other, and rounds
@@ -35,6 +40,7 @@ run: lag <= 300 ms, painted tokens per second >= 0.9x bare ``stream``, first vie
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import socket
 import statistics
@@ -49,6 +55,9 @@ import torch
 from gradio_client import Client
 
 from workbench import SamplingConfig, generate, load_model, stream
+from workbench.app import cpu_threads
+from workbench.app.session import step_data
+from workbench.batch_server import BatchedPool
 
 SETTINGS = dict(temperature=0.8, top_k=40, top_p=0.95)
 CHROMIUM = "/usr/bin/chromium"  # Debian's: `playwright install` cannot download a browser here
@@ -98,6 +107,18 @@ def time_bare(model, tok, prompt: str, cfg: SamplingConfig) -> tuple[float, floa
         if n == 1:
             first = time.perf_counter() - start
     return first, time.perf_counter() - start, n
+
+
+def time_pool(pool: BatchedPool, tok, prompt: str, cfg: SamplingConfig) -> tuple[float, float, str]:
+    """The app's decoding pool alone, each step made into the page's data: (seconds to the first step, total
+    seconds, text)."""
+    start = time.perf_counter()
+    first, ids = 0.0, []
+    for data in pool.stream(prompt, cfg, view=step_data):
+        if not ids:
+            first = time.perf_counter() - start
+        ids.append(data["id"])
+    return first, time.perf_counter() - start, tok.decode(ids)
 
 
 def time_app(client: Client, prompt: str, cfg: SamplingConfig) -> tuple[float, float, str, float]:
@@ -239,6 +260,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def waiting_seconds(pids: list[int]) -> float:
+    """Seconds the processes' threads have spent runnable but waiting for a core so far (Linux's schedstat; 0 for
+    one that has ended): what a run loses to the other processes on the machine, rather than to its own work."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
 def process_groups(server_pid: int) -> dict[str, list[int]]:
     """The processes whose CPU time a browser run is charged: the server, its children (the decoding workers), and
     Chromium's renderer and other processes (this script and Playwright's driver are left out)."""
@@ -301,28 +339,45 @@ def main() -> None:
     expected = generate(model, tok, args.prompt, cfg).text
     port = free_port()
     server, client = start_server(args.model, port, args.app_threads, args.new_tokens)
+    pool = BatchedPool(model, tok, threads=cpu_threads(model, args.app_threads))  # as the app makes its own
     browser = None
     page_errors: list[str] = []
     try:
         if not args.no_browser:
             browser = Browser(f"http://127.0.0.1:{port}/", args.prompt, cfg)
-        bare, app, painted, other_bare = [], [], [], []
-        groups = process_groups(server.pid) if browser is not None and os.path.isdir("/proc/self") else {}
-        cpu: list[tuple[dict[str, float], float]] = []  # per browser run: CPU seconds of each group, wall seconds
+        bare, alone, app, painted, other_bare = [], [], [], [], []
+        on_linux = os.path.isdir("/proc/self")
+        groups = process_groups(server.pid) if on_linux else {}
+        pool_workers = [child.pid for child in multiprocessing.active_children()] if on_linux else []
+        # Per browser run: CPU seconds and seconds waiting for a core of each group, and the run's wall seconds.
+        cpu: list[tuple[dict[str, float], dict[str, float], float]] = []
+        worker_ms: dict[str, list[float]] = {"pool alone": [], "app via the client": [], "app in Chromium": []}
         for run in range(args.runs + 1):  # run 0 warms up every contender
             b = time_bare(model, tok, args.prompt, cfg)
             if args.compare_threads is not None:
                 torch.set_num_threads(args.compare_threads)
                 o = time_bare(model, tok, args.prompt, cfg)
                 torch.set_num_threads(args.threads)
+            worker_before = cpu_seconds(pool_workers)
+            d = time_pool(pool, tok, args.prompt, cfg)
+            if d[2] != expected:
+                raise SystemExit("the pool's text differs from workbench.generate with the same seed")
+            if run:
+                worker_ms["pool alone"].append((cpu_seconds(pool_workers) - worker_before) / b[2] * 1000)
+            worker_before = cpu_seconds(groups.get("decoding workers", []))
             a = time_app(client, args.prompt, cfg)
             if a[2] != expected:
                 raise SystemExit("the app's text differs from workbench.generate with the same seed")
+            if run and groups:
+                worker_ms["app via the client"].append(
+                    (cpu_seconds(groups["decoding workers"]) - worker_before) / b[2] * 1000)
             if browser is not None:
                 # Generous: the page waits for the model, which a busy machine slows down.
-                before, started = {k: cpu_seconds(v) for k, v in groups.items()}, time.perf_counter()
+                before = {k: (cpu_seconds(v), waiting_seconds(v)) for k, v in groups.items()}
+                started = time.perf_counter()
                 p = browser.run(b[2], timeout_s=120 + 20 * b[1])
-                spent = {k: cpu_seconds(v) - before[k] for k, v in groups.items()}
+                spent = {k: cpu_seconds(v) - before[k][0] for k, v in groups.items()}
+                waited = {k: waiting_seconds(v) - before[k][1] for k, v in groups.items()}
                 if p.text != expected:
                     raise SystemExit(f"the page's text differs from workbench.generate with the same seed:\n"
                                      f"page: {p.text!r}\ngenerate: {expected!r}")
@@ -330,15 +385,18 @@ def main() -> None:
                 bare.append(b)
                 if args.compare_threads is not None:
                     other_bare.append(o)
+                alone.append(d)
                 app.append(a)
                 if browser is not None:
                     painted.append(p)
                     if groups:
-                        cpu.append((spent, time.perf_counter() - started))
+                        cpu.append((spent, waited, time.perf_counter() - started))
+                        worker_ms["app in Chromium"].append(spent["decoding workers"] / b[2] * 1000)
     finally:
         if browser is not None:
             page_errors = browser.errors
             browser.close()
+        pool.close()
         server.terminate()
         server.wait(timeout=30)
 
@@ -384,6 +442,7 @@ def main() -> None:
     if other_bare:
         print(row(f"bare `workbench.stream` (full capture), {args.compare_threads} thread(s)",
                   [o[:2] for o in other_bare]))
+    print(row("the app's decoding pool alone, the page's data of every step", [d[:2] for d in alone]))
     print(row("app via `gradio_client`, every view on", [a[:2] for a in app]))
     if painted:
         print(row("app in Chromium, tokens painted, every view on", [(p.first, p.all_tokens) for p in painted]))
@@ -400,6 +459,9 @@ def main() -> None:
     print("\nEach round's tok/s while streaming (bare, client" + (", browser" if painted else "") + "): " + "; ".join(
         "/".join(fmt(rates[1], ".0f") for rates in round_rates)
         for round_rates in zip(bare_rates, client_rates, *([page_rates] if painted else []))))
+    if any(worker_ms.values()):
+        print("\nThe decoding worker's CPU ms per token (median), doing the same work in each: "
+              + ", ".join(f"{name} {statistics.median(ms):.2f}" for name, ms in worker_ms.items() if ms))
     views = statistics.median((r[3] - r[1]) * 1000 for r in app)
     print(f"\nThrough `gradio_client`, the last frame (every view redrawn at the last step) arrives {views:.0f} ms "
           "after the last token.")
@@ -427,13 +489,15 @@ def main() -> None:
               f">= {PAINTED_RATE_TARGET}x | {met(r, lambda v: v >= PAINTED_RATE_TARGET)} |")
     print(f"| views painted per second while streaming | {fmt(paint_rate, '.1f')} | | |")
     if cpu:
-        wall = statistics.median(w for _, w in cpu)
-        print(f"\nWhere the time goes: CPU seconds over a browser run (median of {len(cpu)}; the run's wall time "
-              f"{wall:.2f} s, {os.cpu_count()} cores)\n")
-        print("| process | CPU s per run | cores busy while it runs |\n|---|---:|---:|")
+        wall = statistics.median(w for *_, w in cpu)
+        print(f"\nWhere the time goes: CPU seconds over a browser run, and seconds its threads were ready to run "
+              f"but waited for a core (medians of {len(cpu)}; the run's wall time {wall:.2f} s, {os.cpu_count()} "
+              "cores)\n")
+        print("| process | CPU s per run | cores busy while it runs | s waiting for a core |\n|---|---:|---:|---:|")
         for name in cpu[0][0]:
-            busy = statistics.median(spent[name] / w for spent, w in cpu)
-            print(f"| {name} | {statistics.median(spent[name] for spent, _ in cpu):.2f} | {busy:.2f} |")
+            busy = statistics.median(spent[name] / w for spent, _, w in cpu)
+            print(f"| {name} | {statistics.median(spent[name] for spent, _, _ in cpu):.2f} | {busy:.2f} | "
+                  f"{statistics.median(waited[name] for _, waited, _ in cpu):.2f} |")
     if page_errors:
         print(f"\nThe page raised {len(page_errors)} error(s); the first: {page_errors[0]}")
 

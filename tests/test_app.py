@@ -586,10 +586,14 @@ def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| bare `workbench.stream`" in out.stdout and "| app via `gradio_client`" in out.stdout
     assert "| app in Chromium" in out.stdout and "| bare `workbench.stream` (full capture), 1 thread(s) |" in out.stdout
+    assert "| the app's decoding pool alone, the page's data of every step |" in out.stdout
     assert re.search(r"Against the bare loop on 1 thread\(s\).*: client \d+\.\d\dx .* browser \d+\.\d\dx", out.stdout)
     # Where the time goes: each process group found and charged (a tiny run may take under one clock tick).
     for group in ("server", "decoding workers", "Chromium renderer", "Chromium, other processes"):
-        assert re.search(rf"^\| {group} \| \d+\.\d\d \| \d+\.\d\d \|$", out.stdout, re.M), (group, out.stdout)
+        assert re.search(rf"^\| {group} \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|$", out.stdout, re.M), (
+            group, out.stdout)
+    assert re.search(r"worker's CPU ms per token .*: pool alone \d+\.\d\d, app via the client \d+\.\d\d, "
+                     r"app in Chromium \d+\.\d\d$", out.stdout, re.M), out.stdout
 
 
 @pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])

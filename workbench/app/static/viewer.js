@@ -401,7 +401,10 @@ function rowAt(q) {
   const r = q < P - 1 ? run.rows[q] : run.steps[q - (P - 1)];
   if (!r || !r.a) return null;
   if (!r.w) {
-    const bytes = Uint8Array.from(atob(r.a), (c) => c.charCodeAt(0));
+    // A plain loop: Uint8Array.from with a callback per byte made this decoding a tenth of the page's script time.
+    const chars = atob(r.a);
+    const bytes = new Uint8Array(chars.length);
+    for (let i = 0; i < chars.length; i++) bytes[i] = chars.charCodeAt(i);
     r.w = new Uint16Array(bytes.buffer);
   }
   return r;

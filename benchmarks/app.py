@@ -223,6 +223,28 @@ class Browser:
             text=text,
         )
 
+    def profile_scripts(self, runs: int, n_tokens: int, timeout_s: float) -> list[tuple[float, str]]:
+        """The page's script time by function over ``runs`` more runs, from Chromium's sampling profiler (every
+        200 us): (ms of self time per run, "function file:line"), most first. The profiler slows the page, so these
+        runs are not timed."""
+        cdp = self.page.context.new_cdp_session(self.page)
+        cdp.send("Profiler.enable")
+        cdp.send("Profiler.setSamplingInterval", {"interval": 200})
+        cdp.send("Profiler.start")
+        for _ in range(runs):
+            self.run(n_tokens, timeout_s)
+        profile = cdp.send("Profiler.stop")["profile"]
+        cdp.detach()
+        frames = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+        spent: dict[str, float] = {}
+        for node, us in zip(profile["samples"], profile["timeDeltas"]):
+            frame = frames[node]
+            name = frame["functionName"] or "(anonymous)"
+            where = f" {frame['url'].rsplit('/', 1)[-1]}:{frame['lineNumber'] + 1}" if frame["url"] else ""
+            spent[name + where] = spent.get(name + where, 0.0) + us / 1000 / runs
+        return sorted(((ms, name) for name, ms in spent.items() if name not in ("(idle)", "(program)")),
+                      reverse=True)
+
     def close(self) -> None:
         browser = getattr(self, "_browser", None)
         if browser is not None:
@@ -325,6 +347,9 @@ def main() -> None:
                         help="the app's --threads (default: the app's own default, 1 for a small model)")
     parser.add_argument("--no-browser", action="store_true",
                         help="skip the browser contender (no Chromium, no Playwright)")
+    parser.add_argument("--profile-page", type=int, default=0, metavar="RUNS",
+                        help="after the timed rounds, RUNS more browser runs under Chromium's sampling profiler, and "
+                             "the page's script time by function (default: none)")
     args = parser.parse_args()
     if args.new_tokens < 2:
         parser.error("--new-tokens must be at least 2 (streaming rates count from the first token)")
@@ -332,6 +357,10 @@ def main() -> None:
         parser.error("--runs must be at least 1")
     if args.compare_threads is not None and args.compare_threads < 1:
         parser.error("--compare-threads must be at least 1")
+    if args.profile_page < 0:
+        parser.error("--profile-page must be at least 0")
+    if args.profile_page and args.no_browser:
+        parser.error("--profile-page needs the browser")
     torch.set_num_threads(args.threads)
 
     model, tok = load_model(args.model, device="cpu")
@@ -392,6 +421,8 @@ def main() -> None:
                     if groups:
                         cpu.append((spent, waited, time.perf_counter() - started))
                         worker_ms["app in Chromium"].append(spent["decoding workers"] / b[2] * 1000)
+        scripts = browser.profile_scripts(args.profile_page, bare[0][2], 120 + 20 * bare[0][1]) if (
+            args.profile_page) else []
     finally:
         if browser is not None:
             page_errors = browser.errors
@@ -498,6 +529,13 @@ def main() -> None:
             busy = statistics.median(spent[name] / w for spent, _, w in cpu)
             print(f"| {name} | {statistics.median(spent[name] for spent, _, _ in cpu):.2f} | {busy:.2f} | "
                   f"{statistics.median(waited[name] for _, waited, _ in cpu):.2f} |")
+    if scripts:
+        total = sum(ms for ms, _ in scripts)
+        print(f"\nThe page's script time per browser run under the profiler ({args.profile_page} runs; {total:.0f} ms "
+              "a run, besides the browser's own style, layout and paint), the functions that took most:\n")
+        print("| function | ms per run |\n|---|---:|")
+        for ms, name in scripts[:15]:
+            print(f"| {name} | {ms:.1f} |")
     if page_errors:
         print(f"\nThe page raised {len(page_errors)} error(s); the first: {page_errors[0]}")
 

@@ -580,7 +580,7 @@ def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
     save_checkpoint(*tiny, tmp_path)
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "app.py"), "--model", str(tmp_path), "--runs", "1",
-         "--new-tokens", "5", "--compare-threads", "1"],
+         "--new-tokens", "5", "--compare-threads", "1", "--profile-page", "1"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -594,6 +594,9 @@ def test_app_benchmark_runs_on_a_tiny_model(tiny, tmp_path):
             group, out.stdout)
     assert re.search(r"worker's CPU ms per token .*: pool alone \d+\.\d\d, app via the client \d+\.\d\d, "
                      r"app in Chromium \d+\.\d\d$", out.stdout, re.M), out.stdout
+    # The page's script time by function, after the timed rounds: a table with at least one function.
+    table = out.stdout.split("the functions that took most:", 1)[1]
+    assert re.search(r"^\| \S.* \| \d+\.\d \|$", table, re.M), out.stdout
 
 
 @pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])

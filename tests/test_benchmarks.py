@@ -217,3 +217,43 @@ def test_train_benchmark_step_ms_prints_our_default_config_step_in_ms(monkeypatc
     assert (c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size) == (6, 6, 192, 256, 4096)  # the default
     assert tuple(x.shape) == (16, 256)
     assert float(out.split()[-1]) == pytest.approx(1234.0, abs=0.05)
+
+
+# ----------------------------------------------------------------------------------- benchmarks/neighbour.py
+
+def test_neighbour_benchmark_gives_each_cases_median_and_its_ratio_to_alone_round_by_round(monkeypatch, capsys):
+    neighbour = load_script("neighbour")
+    if len(neighbour.os.sched_getaffinity(0)) < 2:
+        pytest.skip("the benchmark needs two cores")
+    scripted = iter([9.0, 2.0, 3.0, 4.0, 4.0, 4.0, 6.0])  # the warm-up; then per round: alone, spinning, streaming
+    started: list = []
+    real_popen = neighbour.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(neighbour.subprocess, "Popen", popen)
+    running = []  # per generation: the neighbour running meanwhile, and the cores it may run on
+
+    def fake_generation(*_):
+        last = started[-1] if started and started[-1].poll() is None else None
+        running.append(None if last is None else neighbour.os.sched_getaffinity(last.pid))
+        return next(scripted)
+
+    monkeypatch.setattr(neighbour, "ms_per_token", fake_generation)
+    monkeypatch.setattr(neighbour, "load_model", lambda *a, **k: (None, None))
+    affinity = neighbour.os.sched_getaffinity(0)
+    monkeypatch.setattr(sys, "argv", ["neighbour.py", "--rounds", "2"])
+    try:
+        neighbour.main()
+    finally:
+        neighbour.os.sched_setaffinity(0, affinity)  # main() pins this process to one core
+    rows = table(capsys.readouterr().out, "| the decoding loop")
+    other = sorted(affinity)[1]
+    assert running == [None] + [None, {other}, {other}] * 2  # each neighbour on the other core, and only in its case
+    assert all(process.poll() is not None for process in started)  # and stopped after it
+    assert list(rows) == ["alone", "beside a process that spins", "beside a process streaming 64 MB"]
+    assert rows["alone"] == ["3.000", "1.00x (1.00-1.00)"]
+    assert rows["beside a process that spins"] == ["3.500", "1.25x (1.00-1.50)"]
+    assert rows["beside a process streaming 64 MB"] == ["5.000", "1.75x (1.50-2.00)"]

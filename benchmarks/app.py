@@ -391,7 +391,7 @@ def main() -> None:
             d = time_pool(pool, tok, args.prompt, cfg)
             if d[2] != expected:
                 raise SystemExit("the pool's text differs from workbench.generate with the same seed")
-            if run:
+            if run and on_linux:
                 worker_ms["pool alone"].append((cpu_seconds(pool_workers) - worker_before) / b[2] * 1000)
             worker_before = cpu_seconds(groups.get("decoding workers", []))
             a = time_app(client, args.prompt, cfg)
